@@ -1,0 +1,9 @@
+/* Helpers shared by engine sources; not part of the public API. */
+#ifndef MF_INTERNAL_H
+#define MF_INTERNAL_H
+
+/* Record an error message for mf_errmsg() and return -1 / NULL. */
+int mf_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void *mf_fail_null(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

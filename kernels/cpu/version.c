@@ -1,0 +1,3 @@
+#include "cpu/kernels.h"
+
+const char *mfk_version(void) { return "cpu-1"; }
