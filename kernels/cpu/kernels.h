@@ -1,14 +1,128 @@
 /*
- * moonforge compute kernels (CPU). Kernels know nothing of models: they take
- * plain arrays and shapes. Every kernel is deterministic: the same inputs give
- * the same bits whatever the thread count.
+ * moonforge compute kernels (CPU).
+ *
+ * Contract
+ * - Kernels know nothing of models: plain row-major float arrays and shapes.
+ * - Deterministic: the same inputs give the same bits whatever the thread
+ *   count. Work is split only along independent outputs; every reduction runs
+ *   in a fixed order (partial sums over fixed-size chunks, combined in index
+ *   order), never in an order that depends on scheduling.
+ * - Threads come from an mfk_pool the caller owns; pool may be NULL (run on
+ *   the calling thread).
+ * - Backward kernels ACCUMULATE into parameter gradients (dw += ...) and
+ *   WRITE input gradients (dx = ...) unless stated otherwise.
  */
 #ifndef MF_KERNELS_H
 #define MF_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-/* Kernel library version, for cache keys. */
+/* Kernel library version, part of cache keys. */
 const char *mfk_version(void);
+
+/* ---- thread pool ---- */
+typedef struct mfk_pool mfk_pool;
+mfk_pool *mfk_pool_new(int nthreads);
+void mfk_pool_free(mfk_pool *pool);
+int mfk_pool_size(const mfk_pool *pool);
+/* Calls fn(ctx, begin, end) over a partition of [0, n) into contiguous
+ * ranges, one or more per worker, and waits for all. */
+typedef void (*mfk_range_fn)(void *ctx, int64_t begin, int64_t end);
+void mfk_parallel_for(mfk_pool *pool, int64_t n, mfk_range_fn fn, void *ctx);
+
+/* ---- matrix multiply ----
+ * C[M,N] = alpha * op(A) * op(B) + beta * C, row-major with leading
+ * dimensions; op(A) is A[M,K] (trans_a = 0) or A[K,M] transposed (1); op(B)
+ * is B[K,N] (trans_b = 0) or B[N,K] transposed (1). beta = 0 ignores C's old
+ * contents (NaN included). */
+void mfk_gemm(mfk_pool *pool, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+              float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+              float beta, float *C, int64_t ldc);
+/* The instruction set the GEMM dispatched to: "avx512", "avx2" or "generic". */
+const char *mfk_gemm_isa(void);
+
+/* ---- normalisation ----
+ * RMSNorm over rows of length d: y = x / sqrt(mean(x^2) + eps) * w.
+ * rstd[n] receives 1/sqrt(mean(x^2)+eps) for the backward pass (may be NULL). */
+void mfk_rmsnorm_fwd(mfk_pool *pool, float *y, float *rstd, const float *x, const float *w,
+                     int64_t n, int64_t d, float eps);
+void mfk_rmsnorm_bwd(mfk_pool *pool, float *dx, float *dw, const float *dy, const float *x,
+                     const float *w, const float *rstd, int64_t n, int64_t d);
+/* LayerNorm (GPT-2/BERT variants): y = (x - mean) * rstd * w + b; b may be NULL. */
+void mfk_layernorm_fwd(mfk_pool *pool, float *y, float *mean, float *rstd, const float *x,
+                       const float *w, const float *b, int64_t n, int64_t d, float eps);
+void mfk_layernorm_bwd(mfk_pool *pool, float *dx, float *dw, float *db, const float *dy,
+                       const float *x, const float *w, const float *mean, const float *rstd,
+                       int64_t n, int64_t d);
+
+/* ---- rotary position embedding (HF rotate-half convention) ----
+ * x is [rows, heads, head_dim] in place; row r has position pos[r]. The pair
+ * (i, i + head_dim/2) is rotated by angle pos * theta^(-2i/head_dim).
+ * Backward is the inverse rotation, applied in place to the gradient. */
+void mfk_rope_fwd(mfk_pool *pool, float *x, const int32_t *pos, int64_t rows, int64_t heads,
+                  int64_t head_dim, float theta);
+void mfk_rope_bwd(mfk_pool *pool, float *dx, const int32_t *pos, int64_t rows, int64_t heads,
+                  int64_t head_dim, float theta);
+
+/* ---- causal attention with grouped-query heads ----
+ * q is [B, Tq, Hq, hd]; k and v are [B, Tk, Hkv, hd] with row stride kv_stride
+ * floats between consecutive positions (Hkv*hd when dense; larger for a KV
+ * cache); Hq is a multiple of Hkv and query head h reads kv head h/(Hq/Hkv).
+ * Query i sits at position (Tk - Tq + i) and sees keys 0..Tk-Tq+i.
+ * out is [B, Tq, Hq, hd]; lse is [B, Hq, Tq] (log-sum-exp of the scaled
+ * scores, kept for backward; may be NULL). Scale is 1/sqrt(hd). Tiled over
+ * keys (online softmax): no Tq x Tk matrix is kept. */
+void mfk_attention_fwd(mfk_pool *pool, float *out, float *lse, const float *q, const float *k,
+                       const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv,
+                       int64_t hd, int64_t kv_stride);
+/* Backward of the above with Tq == Tk (training). Writes dq, dk, dv. */
+void mfk_attention_bwd(mfk_pool *pool, float *dq, float *dk, float *dv, const float *dout,
+                       const float *q, const float *k, const float *v, const float *out,
+                       const float *lse, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd);
+
+/* ---- activations (n elements) ---- */
+/* out = silu(gate) * up */
+void mfk_swiglu_fwd(mfk_pool *pool, float *out, const float *gate, const float *up, int64_t n);
+void mfk_swiglu_bwd(mfk_pool *pool, float *dgate, float *dup, const float *dout,
+                    const float *gate, const float *up, int64_t n);
+/* GELU: tanh approximation when approx != 0 (GPT-2), else exact erf (BERT). */
+void mfk_gelu_fwd(mfk_pool *pool, float *y, const float *x, int64_t n, int approx);
+void mfk_gelu_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, int64_t n, int approx);
+
+/* ---- loss ----
+ * Softmax cross-entropy over rows of logits [n, vocab] against targets[n];
+ * targets equal to ignore_index count for nothing. Returns the SUM of the
+ * counted rows' losses and stores their number in *count. When dlogits is
+ * non-NULL it receives (softmax - onehot) * dscale for counted rows and 0
+ * for ignored ones (dlogits may alias logits). */
+double mfk_xent(mfk_pool *pool, float *dlogits, const float *logits, const int32_t *targets,
+                int64_t n, int64_t vocab, int32_t ignore_index, float dscale, int64_t *count);
+
+/* ---- embeddings ---- */
+/* out[i, :] = table[ids[i], :] */
+void mfk_embedding_fwd(mfk_pool *pool, float *out, const float *table, const int32_t *ids,
+                       int64_t n, int64_t d);
+/* dtable[ids[i], :] += dout[i, :], in order of i (deterministic). */
+void mfk_embedding_bwd(mfk_pool *pool, float *dtable, const float *dout, const int32_t *ids,
+                       int64_t n, int64_t d);
+
+/* ---- elementwise and reductions ---- */
+void mfk_add(mfk_pool *pool, float *y, const float *a, const float *b, int64_t n); /* y = a + b */
+void mfk_axpy(mfk_pool *pool, float *y, float alpha, const float *x, int64_t n);  /* y += alpha*x */
+void mfk_scale(mfk_pool *pool, float *x, float alpha, int64_t n);                /* x *= alpha */
+/* y[r, :] += bias for r < rows; dbias += column sums of dy (fixed order). */
+void mfk_bias_fwd(mfk_pool *pool, float *y, const float *bias, int64_t rows, int64_t d);
+void mfk_bias_bwd(mfk_pool *pool, float *dbias, const float *dy, int64_t rows, int64_t d);
+/* Sum of squares in double, fixed chunking (for gradient-norm clipping). */
+double mfk_sumsq(mfk_pool *pool, const float *x, int64_t n);
+
+/* ---- optimizer ----
+ * One AdamW step (decoupled weight decay, bias-corrected), step >= 1, in
+ * PyTorch's order of operations so results track torch.optim.AdamW:
+ *   p *= 1 - lr*wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+ *   p -= (lr / (1-b1^step)) * m / (sqrt(v) / sqrt(1-b2^step) + eps) */
+void mfk_adamw(mfk_pool *pool, float *p, const float *g, float *m, float *v, int64_t n,
+               float lr, float b1, float b2, float eps, float wd, int64_t step);
 
 #endif
