@@ -68,6 +68,12 @@ size_t mf_tensor_nbytes(const mf_tensor *t);
 /* A new tensor holding t converted to dtype (F32/F16/BF16 among themselves,
  * I32/I64 among themselves). */
 mf_tensor *mf_tensor_convert(const mf_tensor *t, mf_dtype dtype);
+/* One element between float and IEEE half / bfloat16: narrowing rounds to
+ * nearest, ties to even (subnormals, infinities kept; NaN stays NaN). */
+uint16_t mf_f32_to_f16(float x);
+uint16_t mf_f32_to_bf16(float x);
+float mf_f16_to_f32(uint16_t h);
+float mf_bf16_to_f32(uint16_t h);
 /* NumPy .npy files (format 1.0/2.0, little-endian, C order). */
 int mf_tensor_save_npy(const mf_tensor *t, const char *path);
 mf_tensor *mf_tensor_load_npy(const char *path);
@@ -117,5 +123,100 @@ int mf_config_parse(const char *json_text, mf_model_config *out);
 char *mf_config_to_json(const mf_model_config *cfg);
 
 void mf_free(void *p);
+
+/* ---- models ----
+ * A Llama-family decoder (llama, mistral, qwen2; SmolLM is llama) in f32.
+ * Parameters carry their HF names (model.embed_tokens.weight, ...).
+ * tokens and targets are int32 [B, T] row-major. Targets are already shifted
+ * (target t is the token that should follow token t, as HF computes after
+ * its internal shift); -100 marks positions that do not count. */
+typedef struct mf_model mf_model;
+/* Random init from seed: weights normal(0, 0.02), norms 1, biases 0; each
+ * parameter draws from its own counter-based stream. */
+mf_model *mf_model_new(const mf_model_config *cfg, uint64_t seed);
+/* A folder with config.json and model.safetensors (or a sharded index), or
+ * the path of a config.json. F32, F16 and BF16 weights become f32. */
+mf_model *mf_model_load(const char *path);
+/* Writes config.json and model.safetensors (f32, HF names) into dir. */
+int mf_model_save(const mf_model *m, const char *dir);
+void mf_model_free(mf_model *m);
+const mf_model_config *mf_model_get_config(const mf_model *m);
+int mf_model_param_count(const mf_model *m);
+const char *mf_model_param_name(const mf_model *m, int i);
+/* Views of the model's memory, valid while the model lives. mf_model_grad
+ * allocates (zeroed) gradients when there are none yet. NULL with a message
+ * for an unknown name. */
+mf_tensor *mf_model_param(mf_model *m, const char *name);
+mf_tensor *mf_model_grad(mf_model *m, const char *name);
+/* Logits [B, T, vocab] in a new tensor (caller frees). */
+mf_tensor *mf_model_forward(mf_model *m, const int32_t *tokens, int64_t B, int64_t T);
+/* Mean cross-entropy over targets != -100 into *loss; keeps what backward
+ * needs. A NaN or infinite loss is an error. */
+int mf_model_loss(mf_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
+                  double *loss);
+/* Gradients of the last loss, accumulated into every parameter's gradient. */
+int mf_model_backward(mf_model *m);
+void mf_model_zero_grad(mf_model *m);
+
+/* KV-cache decoding. A cache holds batch sequences of up to max_len
+ * positions (max_len <= 0: max_position_embeddings). mf_model_decode runs
+ * tokens [batch, n] at positions len..len+n-1 of every sequence, appends
+ * their keys and values, and writes the logits of the last new position of
+ * each sequence into logits [batch, vocab]. */
+typedef struct mf_kv_cache mf_kv_cache;
+mf_kv_cache *mf_kv_cache_new(const mf_model *m, int64_t batch, int64_t max_len);
+void mf_kv_cache_free(mf_kv_cache *c);
+int64_t mf_kv_cache_len(const mf_kv_cache *c);
+void mf_kv_cache_reset(mf_kv_cache *c);
+int mf_model_decode(mf_model *m, mf_kv_cache *c, const int32_t *tokens, int64_t n, float *logits);
+
+/* Generation from one prompt. temperature <= 0 is greedy (ties go to the
+ * lowest id); otherwise sampling from softmax(logits / temperature) limited
+ * to the top_k ids (0: all) and to the smallest set whose probability
+ * reaches top_p (1: all), drawing from the counter-based stream of seed.
+ * Stops after max_tokens, at eos_token_id (unless ignore_eos) or at any of
+ * stop_ids; the stopping id is included in the output. on_token, when set,
+ * sees every new id as it is chosen; returning nonzero stops generation. */
+typedef int (*mf_token_fn)(void *ctx, int32_t id);
+typedef struct mf_generate_opts {
+  int max_tokens;
+  double temperature;
+  int top_k;
+  double top_p;
+  uint64_t seed;
+  const int32_t *stop_ids;
+  int nstop;
+  int ignore_eos;
+  int64_t max_len;  /* KV cache length; <= 0: max_position_embeddings */
+  mf_token_fn on_token;
+  void *ctx;
+} mf_generate_opts;
+/* Writes up to opts->max_tokens ids into out and returns their number, or -1. */
+int mf_model_generate(mf_model *m, const int32_t *prompt, int64_t n, const mf_generate_opts *opts,
+                      int32_t *out);
+
+/* AdamW over a model's parameters (PyTorch's algorithm and defaults:
+ * betas 0.9/0.999, eps 1e-8, weight_decay 0.01). names selects a subset
+ * (NULL: every parameter). The model must outlive the optimizer. */
+typedef struct mf_optim mf_optim;
+typedef struct mf_adamw_opts {
+  double lr, beta1, beta2, eps, weight_decay;
+} mf_adamw_opts;
+mf_optim *mf_optim_adamw(mf_model *m, const char *const *names, int nnames, const mf_adamw_opts *opts);
+void mf_optim_free(mf_optim *o);
+int mf_optim_step(mf_optim *o);
+void mf_optim_zero_grad(mf_optim *o);
+void mf_optim_set_lr(mf_optim *o, double lr);
+int64_t mf_optim_steps(const mf_optim *o);
+/* Global L2 norm of the optimizer's gradients (summed in parameter order);
+ * when max_norm > 0 and the norm exceeds it, scales them by
+ * max_norm / (norm + 1e-6) as torch.nn.utils.clip_grad_norm_ does. Returns
+ * the norm before clipping. */
+double mf_optim_clip_grad_norm(mf_optim *o, double max_norm);
+
+/* ---- kernel library version (for the runner's cache keys) ----
+ * Defined by the kernels (kernels/cpu/kernels.h) and linked into the
+ * executable; declared here so the Lua library reaches it through this API. */
+const char *mfk_version(void);
 
 #endif
