@@ -125,6 +125,8 @@ end
 
 function Bar:draw()
   self.last_draw = self.clock()
+  -- Text already printed on stdout must appear before the bar, not after it.
+  if self.stream ~= io.stdout then io.stdout:flush() end
   if self.tty then
     self.stream:write("\r", self:line(self.width or host.term_width(self.fd)), "\27[K")
   else
