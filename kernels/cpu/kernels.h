@@ -68,7 +68,8 @@ void mfk_rope_bwd(mfk_pool *pool, float *dx, const int32_t *pos, int64_t rows, i
 /* ---- causal attention with grouped-query heads ----
  * q is [B, Tq, Hq, hd]; k and v are [B, Tk, Hkv, hd] with row stride kv_stride
  * floats between consecutive positions (Hkv*hd when dense; larger for a KV
- * cache); Hq is a multiple of Hkv and query head h reads kv head h/(Hq/Hkv).
+ * cache) and Tk*kv_stride between sequences; hd <= 256; Hq is a multiple of
+ * Hkv and query head h reads kv head h/(Hq/Hkv).
  * Query i sits at position (Tk - Tq + i) and sees keys 0..Tk-Tq+i.
  * out is [B, Tq, Hq, hd]; lse is [B, Hq, Tq] (log-sum-exp of the scaled
  * scores, kept for backward; may be NULL). Scale is 1/sqrt(hd). Tiled over

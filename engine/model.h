@@ -1,0 +1,171 @@
+/*
+ * Llama-family decoder: the engine's private view of a model, shared by
+ * model.c (parameters, training forward/backward), model_io.c (safetensors),
+ * ffn.c (the feed-forward module), generate.c (KV-cache decoding) and
+ * optim.c (AdamW).
+ *
+ * Parameters live in one f32 block, gradients in a second one allocated on
+ * first use; each parameter carries its HF name and tensor views of both.
+ * A layer is attention (in model.c) plus an FFN reached only through
+ * mf_ffn_ops, so a mixture-of-experts FFN can replace the dense one without
+ * touching attention, decoding or the optimizer.
+ */
+#ifndef MF_MODEL_H
+#define MF_MODEL_H
+
+#include "moonforge.h"
+#include "cpu/kernels.h"
+
+#define MF_PARAM_NAME_MAX 96
+#define MF_FFN_MAX_PARAMS 8
+
+typedef enum mf_init { MF_INIT_NORMAL, MF_INIT_ONES, MF_INIT_ZEROS } mf_init;
+
+typedef struct mf_param {
+  char name[MF_PARAM_NAME_MAX];
+  mf_tensor value;  /* views mf_model.values */
+  mf_tensor grad;   /* views mf_model.grads; data is NULL until gradients exist */
+  int64_t offset;   /* in floats, into both blocks */
+  mf_init init;     /* for mf_model_new */
+} mf_param;
+
+/* A parameter as a module declares it: name, shape and initialisation. */
+typedef struct mf_param_spec {
+  char name[MF_PARAM_NAME_MAX];
+  int ndim;
+  int64_t shape[2];
+  mf_init init;
+} mf_param_spec;
+
+/* name = printf(fmt, ...); cols == 0 declares a vector of rows. */
+void mf_param_spec_set(mf_param_spec *s, mf_init init, int64_t rows, int64_t cols,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+typedef struct mf_ffn mf_ffn;
+
+/* The feed-forward module of one layer. Rows are tokens of width hidden_size.
+ * `saved` holds saved_floats(rows) floats that forward fills and backward
+ * reads; `scratch` holds scratch_floats(rows) floats for backward alone. */
+typedef struct mf_ffn_ops {
+  /* Writes the layer's parameter specs (names under `prefix`) into out,
+   * at most MF_FFN_MAX_PARAMS, and returns their number. */
+  int (*params)(const mf_model_config *cfg, const char *prefix, mf_param_spec *out);
+  int64_t (*saved_floats)(const mf_model_config *cfg, int64_t rows);
+  int64_t (*scratch_floats)(const mf_model_config *cfg, int64_t rows);
+  /* y += ffn(x) */
+  void (*forward)(const mf_ffn *ffn, mfk_pool *pool, float *y, const float *x, int64_t rows,
+                  float *saved);
+  /* dx = (d ffn / dx)^T dy; parameter gradients accumulate. */
+  void (*backward)(const mf_ffn *ffn, mfk_pool *pool, float *dx, const float *dy, const float *x,
+                   int64_t rows, const float *saved, float *scratch);
+} mf_ffn_ops;
+
+struct mf_ffn {
+  const mf_ffn_ops *ops;
+  const mf_model_config *cfg;
+  int nparams;
+  mf_param *params[MF_FFN_MAX_PARAMS];  /* in the order ops->params declared them */
+};
+
+extern const mf_ffn_ops mf_ffn_swiglu;
+
+typedef struct mf_layer {
+  mf_param *input_norm, *q, *k, *v, *o, *q_bias, *k_bias, *v_bias, *post_norm;  /* biases may be NULL */
+  mf_ffn ffn;
+} mf_layer;
+
+/* Activations of one layer for `rows` tokens. In training each layer has its
+ * own, kept for backward; in decoding one set serves every layer and `mid`
+ * aliases `x` (the residual stream is updated in place). */
+typedef struct mf_layer_acts {
+  float *x;     /* input residual stream [rows, D] */
+  float *rstd1, *xn1;
+  float *q, *k, *v;  /* after projection (and RoPE for q, k) */
+  float *att, *lse;
+  float *mid;   /* x + attention output [rows, D] */
+  float *rstd2, *xn2;
+  float *ffn;   /* the FFN's saved floats */
+} mf_layer_acts;
+
+/* Hands out consecutive pieces of one block; with base == NULL it only
+ * counts, so one layout function both sizes and fills an arena. */
+typedef struct mf_carver {
+  float *base;
+  int64_t used;
+} mf_carver;
+float *mf_take(mf_carver *c, int64_t n);
+/* Lays out one layer's activations for rows tokens; own_mid == 0 makes
+ * mid alias x (decoding). */
+void mf_layout_acts(const mf_model *m, mf_carver *c, int64_t rows, mf_layer_acts *a, int own_mid);
+
+/* Keys and values of every past position, per layer and sequence, plus the
+ * decoding step's activations (sized for cap_rows new tokens, grown only
+ * when a longer chunk comes). */
+struct mf_kv_cache {
+  int64_t batch, max_len, len, kv_dim;
+  int layers;
+  float *k, *v;  /* [layers, batch, max_len, kv_dim] */
+  float *block;
+  int32_t *pos;
+  int64_t cap_rows;
+  mf_layer_acts acts;
+  float *last, *last_rstd;  /* the last position of each sequence, normed */
+};
+
+/* The training step's activations and backward scratch, sized for rows =
+ * B*T and reused until a larger batch comes. */
+typedef struct mf_train_arena {
+  float *block;
+  int32_t *ints;
+  int64_t cap_rows;
+  int64_t B, T;
+  int32_t *tokens, *targets, *pos;
+  mf_layer_acts *layers;  /* num_hidden_layers + final residual in layers[L].x */
+  float *final_rstd, *final_xn, *logits;
+  float *dres, *dtmp, *dxn, *dq, *dk, *dv, *datt, *ffn_scratch;
+} mf_train_arena;
+
+struct mf_model {
+  mf_model_config cfg;
+  int nparams;
+  mf_param *params;
+  float *values, *grads;
+  int64_t nvalues;
+  mf_param *embed, *final_norm, *lm_head;  /* lm_head == embed when tied */
+  mf_layer *layers;
+  mf_train_arena arena;
+  int loss_ready;         /* the arena holds dlogits for backward */
+  int64_t backward_steps; /* completed backward passes, for messages */
+};
+
+static inline float *mf_pv(const mf_param *p) { return (float *)p->value.data; }
+static inline float *mf_pg(const mf_param *p) { return (float *)p->grad.data; }
+
+/* y[rows, out] = x[rows, in] W[out, in]^T (+ b), added to y when accumulate */
+void mf_linear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
+                   const mf_param *b, int64_t rows);
+/* dx = dy W (accumulating into dx when accumulate), dW += dy^T x, db += colsum(dy) */
+void mf_linear_bwd(mfk_pool *pool, float *dx, int accumulate, const float *dy, const float *x,
+                   const mf_param *w, const mf_param *b, int64_t rows);
+
+/* Runs layer l over rows = B*Tq new tokens at positions pos[rows]. With
+ * cache == NULL attention runs over the rows themselves (Tq == Tk);
+ * otherwise their keys and values are appended to the cache first. Writes
+ * the layer's output residual stream into out (which may be a->x). */
+void mf_layer_forward(const mf_model *m, int l, const mf_layer_acts *a, float *out,
+                      const int32_t *pos, int64_t B, int64_t Tq, mf_kv_cache *cache);
+
+/* Checks every id against the vocabulary (-100 passes when allow_ignore);
+ * `what` names the ids in errors. */
+int mf_check_ids(const mf_model *m, const int32_t *ids, int64_t B, int64_t T, const char *what,
+                 int allow_ignore);
+
+/* Gradient block (zeroed) if absent. */
+int mf_model_ensure_grads(mf_model *m);
+
+/* The model skeleton for cfg: parameters declared and allocated, values
+ * uninitialised. */
+mf_model *mf_model_alloc(const mf_model_config *cfg);
+mf_param *mf_model_find(const mf_model *m, const char *name);
+
+#endif

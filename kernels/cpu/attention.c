@@ -1,0 +1,244 @@
+/*
+ * Causal attention with grouped-query heads, forward and backward, tiled
+ * over keys with an online softmax: no Tq x Tk matrix is ever formed.
+ *
+ * Layout: q, out, dq, dout are [B, T, Hq, hd]; k and v are [B, Tk, Hkv, hd]
+ * with kv_stride floats between positions and Tk * kv_stride between
+ * sequences (the backward pass takes them dense). Head dimensions up to
+ * HD_MAX are supported.
+ *
+ * Work is cut into blocks of QB queries and KB keys, so that each step is a
+ * small matrix product with its accumulators in registers: a key block is
+ * transposed into a tile (hd rows of KB keys) and one query's KB scores come
+ * from hd vector multiply-adds; products with V, K or Q accumulate 16 output
+ * columns at a time over the block. Block sizes are fixed, so results do not
+ * depend on the thread count.
+ *
+ * The backward pass recomputes probabilities from the saved log-sum-exp,
+ * P = exp(scale q.k - lse), in two passes that never write the same memory:
+ * one over query blocks for dq, one over key blocks (of a kv head, with all
+ * its query heads) for dk and dv. With D = rowsum(dout * out):
+ *   dS = P (dout.v - D),  dq = scale dS k,  dk = scale dS^T q,  dv = P^T dout.
+ */
+#include "cpu/common.h"
+
+#include <string.h>
+
+enum { KB = 32, QB = 16, HD_MAX = 256, COLS = 16 };
+
+/* Sixteen floats as one value: a zmm register in the AVX-512 build of a
+ * function, two ymm or four xmm in the others. V16(p) is the 16 floats at
+ * p, which need only a float's alignment. */
+typedef float v16 __attribute__((vector_size(COLS * sizeof(float)), aligned(4), may_alias));
+#define V16(p) (*(v16 *)(p))
+
+typedef struct attn_job {
+  float *out, *lse, *dq, *dk, *dv;
+  const float *q, *k, *v, *dout, *o, *lse_in;
+  int64_t B, Tq, Tk, Hq, Hkv, hd, kv_stride;
+  float scale;
+} attn_job;
+
+static const float *q_row(const attn_job *a, const float *base, int64_t b, int64_t t, int64_t h) {
+  return base + ((b * a->Tq + t) * a->Hq + h) * a->hd;
+}
+
+static const float *kv_row(const attn_job *a, const float *base, int64_t b, int64_t t, int64_t g) {
+  return base + (b * a->Tk + t) * a->kv_stride + g * a->hd;
+}
+
+/* tile[d * KB + j] = element d of key j0 + j; columns past n are zero. */
+static inline void transpose_block(const attn_job *a, float *tile, const float *base, int64_t b,
+                                   int64_t g, int64_t j0, int64_t n) {
+  memset(tile, 0, (size_t)(a->hd * KB) * sizeof(float));
+  for (int64_t j = 0; j < n; j++) {
+    const float *row = kv_row(a, base, b, j0 + j, g);
+    for (int64_t d = 0; d < a->hd; d++) tile[d * KB + j] = row[d];
+  }
+}
+
+/* s[qi * KB + j] = x_qi . (column j of tile) for nq rows x_qi = q_row(base, b, i0 + qi, h). */
+static inline void block_dots(const attn_job *a, float *s, const float *base, int64_t b, int64_t i0,
+                              int64_t nq, int64_t h, const float *tile) {
+  for (int64_t qi = 0; qi < nq; qi++) {
+    const float *x = q_row(a, base, b, i0 + qi, h);
+    v16 lo = { 0 }, hi = { 0 };
+    for (int64_t d = 0; d < a->hd; d++) {
+      lo += x[d] * V16(tile + d * KB);
+      hi += x[d] * V16(tile + d * KB + COLS);
+    }
+    V16(s + qi * KB) = lo;
+    V16(s + qi * KB + COLS) = hi;
+  }
+}
+
+/* The largest of s[j] for j < visible, and of init. Exact whatever the
+ * order, so it can run in lanes. */
+static inline float masked_max(const float *s, float init, int64_t visible) {
+  float m[KB / 2], mx = init;
+  for (int l = 0; l < KB / 2; l++) {
+    float x = l < visible ? s[l] : init, y = l + KB / 2 < visible ? s[l + KB / 2] : init;
+    m[l] = x > y ? x : y;
+  }
+  for (int l = 0; l < KB / 2; l++) mx = m[l] > mx ? m[l] : mx;
+  return mx;
+}
+
+/* p[j] = exp(p[j] * scale - shift) for j < visible, 0 past it. */
+static inline void masked_exp(float *p, float scale, float shift, int64_t visible) {
+  for (int j = 0; j < KB; j++) p[j] = mfk_expf(p[j] * scale - shift);
+  for (int j = 0; j < KB; j++) p[j] = j < visible ? p[j] : 0.0f;
+}
+
+/* out[r, :] += sum over j < nj of w[r * ldw + j] * rows[j * ld, :] for r < nr,
+ * over hd columns, COLS at a time so each sum stays in a register. */
+static inline void accumulate_rows(float *out, int64_t hd, int64_t nr, const float *w, int64_t ldw,
+                                   const float *rows, int64_t ld, int64_t nj) {
+  for (int64_t r = 0; r < nr; r++) {
+    float *o = out + r * hd;
+    const float *wr = w + r * ldw;
+    int64_t d0 = 0;
+    for (; d0 + COLS <= hd; d0 += COLS) {
+      v16 acc = V16(o + d0);
+      for (int64_t j = 0; j < nj; j++) acc += wr[j] * V16(rows + j * ld + d0);
+      V16(o + d0) = acc;
+    }
+    for (int64_t j = 0; j < nj; j++)
+      for (int64_t d = d0; d < hd; d++) o[d] += wr[j] * rows[j * ld + d];
+  }
+}
+
+/* ---- forward ---- */
+MFK_SIMD static void fwd_units(void *arg, int64_t u0, int64_t u1) {
+  const attn_job *a = arg;
+  int64_t nqb = mfk_ceil_div(a->Tq, QB), group = a->Hq / a->Hkv, offset = a->Tk - a->Tq;
+  _Alignas(64) float ktile[KB * HD_MAX], acc[QB * HD_MAX], p[QB * KB];
+  float row_max[QB], row_sum[QB];
+  for (int64_t u = u0; u < u1; u++) {
+    int64_t b = u / (a->Hq * nqb), h = u / nqb % a->Hq, i0 = u % nqb * QB;
+    int64_t g = h / group, nq = mfk_min(QB, a->Tq - i0);
+    int64_t keys = offset + i0 + nq; /* keys visible to the block's last query */
+    for (int64_t qi = 0; qi < nq; qi++) row_max[qi] = -INFINITY, row_sum[qi] = 0.0f;
+    memset(acc, 0, (size_t)(nq * a->hd) * sizeof(float));
+    for (int64_t j0 = 0; j0 < keys; j0 += KB) {
+      int64_t n = mfk_min(KB, keys - j0);
+      transpose_block(a, ktile, a->k, b, g, j0, n);
+      block_dots(a, p, a->q, b, i0, nq, h, ktile);
+      for (int64_t qi = 0; qi < nq; qi++) {
+        float *pr = p + qi * KB, sum = 0.0f;
+        int64_t visible = mfk_min(n, offset + i0 + qi + 1 - j0);
+        /* scaling by a positive number keeps the order: max(s) scale = max(s scale) */
+        float mx = masked_max(pr, row_max[qi] / a->scale, visible) * a->scale;
+        masked_exp(pr, a->scale, mx, visible);
+        for (int j = 0; j < KB; j++) sum += pr[j];
+        float corr = mfk_expf(row_max[qi] - mx); /* ~0 on the first block, where acc is 0 */
+        for (int64_t d = 0; d < a->hd; d++) acc[qi * a->hd + d] *= corr;
+        row_sum[qi] = row_sum[qi] * corr + sum;
+        row_max[qi] = mx;
+      }
+      accumulate_rows(acc, a->hd, nq, p, KB, kv_row(a, a->v, b, j0, g), a->kv_stride, n);
+    }
+    for (int64_t qi = 0; qi < nq; qi++) {
+      float *o = a->out + ((b * a->Tq + i0 + qi) * a->Hq + h) * a->hd, inv = 1.0f / row_sum[qi];
+      for (int64_t d = 0; d < a->hd; d++) o[d] = acc[qi * a->hd + d] * inv;
+      if (a->lse) a->lse[(b * a->Hq + h) * a->Tq + i0 + qi] = row_max[qi] + logf(row_sum[qi]);
+    }
+  }
+}
+
+void mfk_attention_fwd(mfk_pool *pool, float *out, float *lse, const float *q, const float *k,
+                       const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv,
+                       int64_t hd, int64_t kv_stride) {
+  attn_job a = { .out = out, .lse = lse, .q = q, .k = k, .v = v, .B = B, .Tq = Tq, .Tk = Tk,
+                 .Hq = Hq, .Hkv = Hkv, .hd = hd, .kv_stride = kv_stride,
+                 .scale = 1.0f / sqrtf((float)hd) };
+  mfk_parallel_for(pool, B * Hq * mfk_ceil_div(Tq, QB), fwd_units, &a);
+}
+
+/* ---- backward ---- */
+/* P and scaled dS of queries [i0, i0+nq) of head h against the key block at
+ * j0 whose K and V tiles are given; masked entries are 0. */
+static inline void block_grads(const attn_job *a, float *p, float *ds, const float *ktile,
+                               const float *vtile, int64_t b, int64_t h, int64_t i0, int64_t nq,
+                               int64_t j0) {
+  float dp[QB * KB];
+  block_dots(a, p, a->q, b, i0, nq, h, ktile);
+  block_dots(a, dp, a->dout, b, i0, nq, h, vtile);
+  for (int64_t qi = 0; qi < nq; qi++) {
+    const float *dout = q_row(a, a->dout, b, i0 + qi, h), *o = q_row(a, a->o, b, i0 + qi, h);
+    float lse = a->lse_in[(b * a->Hq + h) * a->Tq + i0 + qi], delta = 0.0f;
+    for (int64_t d = 0; d < a->hd; d++) delta += dout[d] * o[d];
+    int64_t visible = i0 + qi + 1 - j0;
+    float *pr = p + qi * KB, *dsr = ds + qi * KB, *dpr = dp + qi * KB;
+    masked_exp(pr, a->scale, lse, visible);
+    for (int j = 0; j < KB; j++) dsr[j] = pr[j] * (dpr[j] - delta) * a->scale;
+  }
+}
+
+MFK_SIMD static void dq_units(void *arg, int64_t u0, int64_t u1) {
+  const attn_job *a = arg;
+  int64_t nqb = mfk_ceil_div(a->Tq, QB), group = a->Hq / a->Hkv;
+  _Alignas(64) float ktile[KB * HD_MAX], vtile[KB * HD_MAX], acc[QB * HD_MAX];
+  float p[QB * KB], ds[QB * KB];
+  for (int64_t u = u0; u < u1; u++) {
+    int64_t b = u / (a->Hq * nqb), h = u / nqb % a->Hq, i0 = u % nqb * QB;
+    int64_t g = h / group, nq = mfk_min(QB, a->Tq - i0), keys = i0 + nq;
+    memset(acc, 0, (size_t)(nq * a->hd) * sizeof(float));
+    for (int64_t j0 = 0; j0 < keys; j0 += KB) {
+      int64_t n = mfk_min(KB, keys - j0);
+      transpose_block(a, ktile, a->k, b, g, j0, n);
+      transpose_block(a, vtile, a->v, b, g, j0, n);
+      block_grads(a, p, ds, ktile, vtile, b, h, i0, nq, j0);
+      accumulate_rows(acc, a->hd, nq, ds, KB, kv_row(a, a->k, b, j0, g), a->kv_stride, n);
+    }
+    for (int64_t qi = 0; qi < nq; qi++)
+      memcpy(a->dq + ((b * a->Tq + i0 + qi) * a->Hq + h) * a->hd, acc + qi * a->hd,
+             (size_t)a->hd * sizeof(float));
+  }
+}
+
+/* t[j * QB + qi] = m[qi * KB + j] */
+static inline void transpose_scores(float *t, const float *m, int64_t nq) {
+  for (int64_t qi = 0; qi < nq; qi++)
+    for (int j = 0; j < KB; j++) t[j * QB + qi] = m[qi * KB + j];
+}
+
+MFK_SIMD static void dkv_units(void *arg, int64_t u0, int64_t u1) {
+  const attn_job *a = arg;
+  int64_t nkb = mfk_ceil_div(a->Tk, KB), group = a->Hq / a->Hkv, row = a->Hq * a->hd;
+  _Alignas(64) float ktile[KB * HD_MAX], vtile[KB * HD_MAX], dk[KB * HD_MAX], dv[KB * HD_MAX];
+  float p[QB * KB], ds[QB * KB], pt[KB * QB], dst[KB * QB];
+  for (int64_t u = u0; u < u1; u++) {
+    int64_t b = u / (a->Hkv * nkb), g = u / nkb % a->Hkv, j0 = u % nkb * KB;
+    int64_t n = mfk_min(KB, a->Tk - j0);
+    transpose_block(a, ktile, a->k, b, g, j0, n);
+    transpose_block(a, vtile, a->v, b, g, j0, n);
+    memset(dk, 0, (size_t)(n * a->hd) * sizeof(float));
+    memset(dv, 0, (size_t)(n * a->hd) * sizeof(float));
+    for (int64_t h = g * group; h < (g + 1) * group; h++)
+      for (int64_t i0 = j0 / QB * QB; i0 < a->Tq; i0 += QB) {
+        int64_t nq = mfk_min(QB, a->Tq - i0);
+        block_grads(a, p, ds, ktile, vtile, b, h, i0, nq, j0);
+        transpose_scores(pt, p, nq);
+        transpose_scores(dst, ds, nq);
+        accumulate_rows(dk, a->hd, n, dst, QB, q_row(a, a->q, b, i0, h), row, nq);
+        accumulate_rows(dv, a->hd, n, pt, QB, q_row(a, a->dout, b, i0, h), row, nq);
+      }
+    for (int64_t j = 0; j < n; j++) {
+      memcpy(a->dk + ((b * a->Tk + j0 + j) * a->Hkv + g) * a->hd, dk + j * a->hd,
+             (size_t)a->hd * sizeof(float));
+      memcpy(a->dv + ((b * a->Tk + j0 + j) * a->Hkv + g) * a->hd, dv + j * a->hd,
+             (size_t)a->hd * sizeof(float));
+    }
+  }
+}
+
+void mfk_attention_bwd(mfk_pool *pool, float *dq, float *dk, float *dv, const float *dout,
+                       const float *q, const float *k, const float *v, const float *out,
+                       const float *lse, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd) {
+  attn_job a = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v, .o = out,
+                 .lse_in = lse, .B = B, .Tq = T, .Tk = T, .Hq = Hq, .Hkv = Hkv, .hd = hd,
+                 .kv_stride = Hkv * hd, .scale = 1.0f / sqrtf((float)hd) };
+  mfk_parallel_for(pool, B * Hq * mfk_ceil_div(T, QB), dq_units, &a);
+  mfk_parallel_for(pool, B * Hkv * mfk_ceil_div(T, KB), dkv_units, &a);
+}

@@ -1,0 +1,61 @@
+/*
+ * Helpers shared by the CPU kernel sources; not part of the kernel API.
+ *
+ * Elementwise kernels hand the pool fixed-size blocks rather than single
+ * elements, so that a range is always worth a call, and small inputs run on
+ * the calling thread, where waking workers would cost more than the work.
+ */
+#ifndef MFK_COMMON_H
+#define MFK_COMMON_H
+
+#include "cpu/kernels.h"
+
+#include <math.h>
+#include <stdint.h>
+
+/* Hot loops are compiled for AVX-512 and AVX2 as well as the baseline, and
+ * the loader picks one for the machine (GCC function multi-versioning). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MFK_SIMD __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MFK_SIMD
+#endif
+
+enum { MFK_BLOCK = 1 << 14 }; /* elements per unit of elementwise work */
+
+static inline int64_t mfk_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t mfk_max(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t mfk_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Runs fn over [0, n) in MFK_BLOCK-sized ranges of elements. */
+void mfk_parallel_for_elems(mfk_pool *pool, int64_t n, mfk_range_fn fn, void *ctx);
+
+/* Sum over i in [0, n) of item(ctx, i): items evaluated in parallel, added
+ * in index order. */
+typedef double (*mfk_item_fn)(void *ctx, int64_t i);
+double mfk_parallel_sum(mfk_pool *pool, int64_t n, mfk_item_fn item, void *ctx);
+
+/* exp(x) in float without libm's branches, so loops over it vectorise:
+ * x = k ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial to r^7,
+ * 2^k by building the exponent bits. Within a few ulp of expf; inputs are
+ * clamped to [-87.3, 88.7], so very negative x gives ~1e-38, not 0. */
+static inline float mfk_expf(float x) {
+  const float round_magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+  x = x < -87.33f ? -87.33f : x;
+  x = x > 88.72f ? 88.72f : x;
+  float k = (x * 1.44269504f + round_magic) - round_magic;
+  float r = x - k * 0.693145752f; /* ln2 split: a high part exact in float */
+  r = r - k * 1.42860677e-6f;     /* and the low remainder */
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  union { uint32_t u; float f; } two_k = { .u = (uint32_t)((int32_t)k + 127) << 23 };
+  return p * two_k.f;
+}
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * GEMM micro-kernels, one per instruction set; the driver is gemm.c.
+ *
+ * A micro-kernel multiplies a packed MR x kc panel of A (column after column:
+ * a[k*MR + i]) by a packed kc x NR panel of B (row after row: b[k*NR + j])
+ * and stores C = alpha * acc + beta * C over the full MR x NR tile, where acc
+ * sums over k in increasing order from zero and beta == 0 ignores C's old
+ * contents. The update is one fused multiply-add, C = fma(beta, C, alpha*acc),
+ * so the driver can finish edge tiles with fmaf and get the same bits.
+ */
+#ifndef MFK_GEMM_H
+#define MFK_GEMM_H
+
+#include "cpu/kernels.h"
+
+#include <stdint.h>
+
+typedef void (*mfk_ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                               float alpha, float beta);
+
+typedef struct mfk_ukernel {
+  const char *isa;
+  int mr, nr;
+  mfk_ukernel_fn run;
+} mfk_ukernel;
+
+extern const mfk_ukernel mfk_ukernel_generic;
+#if defined(__x86_64__)
+extern const mfk_ukernel mfk_ukernel_avx512;
+extern const mfk_ukernel mfk_ukernel_avx2;
+#endif
+
+/* The micro-kernel mfk_gemm uses on this machine. */
+const mfk_ukernel *mfk_gemm_best_ukernel(void);
+
+/* mfk_gemm with a given micro-kernel (tests and benchmarks compare them). */
+void mfk_gemm_using(const mfk_ukernel *uk, mfk_pool *pool, int trans_a, int trans_b, int64_t M,
+                    int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                    int64_t ldb, float beta, float *C, int64_t ldc);
+
+#endif
