@@ -214,6 +214,41 @@ int64_t mf_optim_steps(const mf_optim *o);
  * the norm before clipping. */
 double mf_optim_clip_grad_norm(mf_optim *o, double max_norm);
 
+/* ---- GGUF ----
+ * Reading GGUF v2/v3 files (llama.cpp's format). Open memory-maps the file
+ * and checks every metadata entry and tensor extent against its length.
+ * Metadata entries are addressed by index (mf_gguf_find: -1 when absent).
+ * Strings live in the mapping, are not NUL-terminated, and come with their
+ * length. Value types are GGUF's: 0 u8, 1 i8, 2 u16, 3 i16, 4 u32, 5 i32,
+ * 6 f32, 7 bool, 8 string, 9 array, 10 u64, 11 i64, 12 f64. The numeric
+ * getters convert any integer, float or bool type and fail on others. */
+typedef struct mf_gguf mf_gguf;
+mf_gguf *mf_gguf_open(const char *path);
+void mf_gguf_close(mf_gguf *g);
+int64_t mf_gguf_kv_count(const mf_gguf *g);
+const char *mf_gguf_key(const mf_gguf *g, int64_t i);
+int64_t mf_gguf_find(const mf_gguf *g, const char *key);
+int mf_gguf_type(const mf_gguf *g, int64_t i);
+int mf_gguf_arr_type(const mf_gguf *g, int64_t i);
+int64_t mf_gguf_arr_len(const mf_gguf *g, int64_t i);
+int mf_gguf_int(const mf_gguf *g, int64_t i, int64_t *out);
+int mf_gguf_float(const mf_gguf *g, int64_t i, double *out);
+const char *mf_gguf_str(const mf_gguf *g, int64_t i, size_t *len);
+const char *mf_gguf_arr_str(const mf_gguf *g, int64_t i, int64_t j, size_t *len);
+int mf_gguf_arr_int(const mf_gguf *g, int64_t i, int64_t j, int64_t *out);
+int mf_gguf_arr_float(const mf_gguf *g, int64_t i, int64_t j, double *out);
+/* Tensors: type is ggml's (0 F32, 1 F16, 2 Q4_0, 3 Q4_1, 8 Q8_0, 12 Q4_K,
+ * 14 Q6_K, 30 BF16, ...); dims in ggml order (dims[0] varies fastest). */
+int64_t mf_gguf_tensor_count(const mf_gguf *g);
+const char *mf_gguf_tensor_name(const mf_gguf *g, int64_t i);
+int64_t mf_gguf_tensor_find(const mf_gguf *g, const char *name);
+int mf_gguf_tensor_type(const mf_gguf *g, int64_t i);
+int mf_gguf_tensor_dims(const mf_gguf *g, int64_t i, int64_t *dims); /* returns ndim */
+const void *mf_gguf_tensor_data(const mf_gguf *g, int64_t i, size_t *nbytes);
+/* A new f32 tensor holding tensor i dequantized, shape in row-major
+ * (reversed ggml) order. */
+mf_tensor *mf_gguf_tensor_f32(const mf_gguf *g, int64_t i);
+
 /* ---- kernel library version (for the runner's cache keys) ----
  * Defined by the kernels (kernels/cpu/kernels.h) and linked into the
  * executable; declared here so the Lua library reaches it through this API. */
