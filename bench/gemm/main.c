@@ -2,12 +2,16 @@
  * GEMM benchmark: the machine's single-precision FMA peak, measured with a
  * register-only loop, and mfk_gemm's throughput on the matrix shapes of one
  * training step of the llama2.c "stories15M" model (dim 288, FFN 768, vocab
- * 32000, batch 8 x seq 256 = 2048 rows), as a share of that peak.
+ * 32000, batch 8 x seq 256 = 2048 rows), as a share of that peak; then
+ * decoding's products, one row of activations times a weight matrix
+ * [N x K] transposed, as GFLOP/s and as GB/s of weights read (they are
+ * bound by memory, not by the FMA peak).
  *
  *   mf_bench_gemm [--peak-only]
  *
- * Output lines are "peak THREADS GFLOPS" and "gemm SHAPE THREADS GFLOPS
- * PERCENT"; the thread counts are 1 and mf_threads() (MOONFORGE_THREADS).
+ * Output lines are "peak THREADS GFLOPS", "gemm SHAPE THREADS GFLOPS
+ * PERCENT" and "decode SHAPE THREADS GFLOPS GBPS"; the thread counts are 1
+ * and mf_threads() (MOONFORGE_THREADS).
  * Every figure is the best of several repetitions: the machine is shared.
  */
 #include "moonforge.h"
@@ -135,6 +139,16 @@ static const shape shapes[] = {
   { "dw_logit  32000x288x2048", 1, 0, 32000, 288, 2048, 1 },
 };
 
+/* decoding: the weights' [N x K] times one token's K activations */
+static const shape decode_shapes[] = {
+  { "dec_qkvo  1x768x288", 0, 1, 1, 768, 288, 0 },
+  { "dec_up    1x768x576", 0, 1, 1, 768, 576, 0 },
+  { "dec_logit 1x32000x288", 0, 1, 1, 32000, 288, 0 },
+  { "dec_logit 1x32000x576", 0, 1, 1, 32000, 576, 0 },
+  { "dec_logit 1x49152x288", 0, 1, 1, 49152, 288, 0 },
+  { "dec_logit 1x49152x576", 0, 1, 1, 49152, 576, 0 },
+};
+
 static float *filled(int64_t n) {
   float *x = malloc((size_t)n * sizeof(float));
   if (!x) {
@@ -176,6 +190,18 @@ static void bench_shapes(mfk_pool *pool, double peak) {
          100 * step_flops / step_seconds / 1e9 / peak);
 }
 
+static void bench_decode(mfk_pool *pool) {
+  for (size_t i = 0; i < sizeof decode_shapes / sizeof *decode_shapes; i++) {
+    const shape *s = &decode_shapes[i];
+    float *A = filled(s->M * s->K), *B = filled(s->K * s->N), *C = filled(s->M * s->N);
+    double t = best_seconds(pool, s, A, B, C);
+    printf("decode %-24s %d %8.1f %6.1f\n", s->name, mfk_pool_size(pool), 2.0 * s->M * s->N * s->K / t / 1e9,
+           (double)s->N * s->K * sizeof(float) / t / 1e9);
+    fflush(stdout);
+    free(A), free(B), free(C);
+  }
+}
+
 int main(int argc, char **argv) {
   int peak_only = argc > 1 && !strcmp(argv[1], "--peak-only");
   int counts[2] = { 1, mf_threads() };
@@ -187,7 +213,10 @@ int main(int argc, char **argv) {
     double peak = measure_peak(counts[c]);
     printf("peak %d %.1f\n", counts[c], peak);
     fflush(stdout);
-    if (!peak_only) bench_shapes(pool, peak);
+    if (!peak_only) {
+      bench_shapes(pool, peak);
+      bench_decode(pool);
+    }
     mfk_pool_free(pool);
   }
   return 0;

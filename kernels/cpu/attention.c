@@ -9,9 +9,12 @@
  *
  * Work is cut into blocks of QB queries and KB keys, so that each step is a
  * small matrix product with its accumulators in registers: a key block is
- * transposed into a tile (hd rows of KB keys) and one query's KB scores come
- * from hd vector multiply-adds; products with V, K or Q accumulate 16 output
- * columns at a time over the block. Block sizes are fixed, so results do not
+ * transposed into a tile (hd rows of KB keys) and the KB scores of a few
+ * queries at once come from hd vector multiply-adds; products with V, K or Q
+ * accumulate 16 output columns of several rows at a time over the block.
+ * When a key block serves several query blocks or heads, every block of K
+ * (and V) is transposed once up front. Block sizes are fixed and each sum
+ * runs in one order however many rows are taken together, so results do not
  * depend on the thread count.
  *
  * The backward pass recomputes probabilities from the saved log-sum-exp,
@@ -22,21 +25,24 @@
  */
 #include "cpu/common.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-enum { KB = 32, QB = 16, HD_MAX = 256, COLS = 16 };
-
-/* Sixteen floats as one value: a zmm register in the AVX-512 build of a
- * function, two ymm or four xmm in the others. V16(p) is the 16 floats at
- * p, which need only a float's alignment. */
-typedef float v16 __attribute__((vector_size(COLS * sizeof(float)), aligned(4), may_alias));
-#define V16(p) (*(v16 *)(p))
+enum {
+  KB = 32,       /* keys per block */
+  QB = 32,       /* queries per block: each transposed key block serves them all */
+  HD_MAX = 256,
+  COLS = 16,     /* floats in a v16 */
+  DOT_ROWS = 4,  /* queries scored together: 8 sums in registers */
+  ACC_ROWS = 8,  /* output rows accumulated together */
+};
 
 typedef struct attn_job {
   float *out, *lse, *dq, *dk, *dv;
   const float *q, *k, *v, *dout, *o, *lse_in;
   int64_t B, Tq, Tk, Hq, Hkv, hd, kv_stride;
   float scale;
+  float *kt, *vt; /* every key (value) block transposed, or NULL: see key_tile */
 } attn_job;
 
 static const float *q_row(const attn_job *a, const float *base, int64_t b, int64_t t, int64_t h) {
@@ -50,26 +56,76 @@ static const float *kv_row(const attn_job *a, const float *base, int64_t b, int6
 /* tile[d * KB + j] = element d of key j0 + j; columns past n are zero. */
 static inline void transpose_block(const attn_job *a, float *tile, const float *base, int64_t b,
                                    int64_t g, int64_t j0, int64_t n) {
-  memset(tile, 0, (size_t)(a->hd * KB) * sizeof(float));
+  if (n < KB) memset(tile, 0, (size_t)(a->hd * KB) * sizeof(float));
   for (int64_t j = 0; j < n; j++) {
     const float *row = kv_row(a, base, b, j0 + j, g);
     for (int64_t d = 0; d < a->hd; d++) tile[d * KB + j] = row[d];
   }
 }
 
-/* s[qi * KB + j] = x_qi . (column j of tile) for nq rows x_qi = q_row(base, b, i0 + qi, h). */
-static inline void block_dots(const attn_job *a, float *s, const float *base, int64_t b, int64_t i0,
-                              int64_t nq, int64_t h, const float *tile) {
-  for (int64_t qi = 0; qi < nq; qi++) {
-    const float *x = q_row(a, base, b, i0 + qi, h);
-    v16 lo = { 0 }, hi = { 0 };
-    for (int64_t d = 0; d < a->hd; d++) {
-      lo += x[d] * V16(tile + d * KB);
-      hi += x[d] * V16(tile + d * KB + COLS);
-    }
-    V16(s + qi * KB) = lo;
-    V16(s + qi * KB + COLS) = hi;
+/* The transposed block of base at key j0 (n keys) of kv head g: from tiles
+ * when they were made up front, else transposed into scratch. */
+static inline const float *key_tile(const attn_job *a, const float *tiles, float *scratch,
+                                    const float *base, int64_t b, int64_t g, int64_t j0, int64_t n) {
+  if (tiles) return tiles + ((b * a->Hkv + g) * mfk_ceil_div(a->Tk, KB) + j0 / KB) * a->hd * KB;
+  transpose_block(a, scratch, base, b, g, j0, n);
+  return scratch;
+}
+
+static void transpose_tiles(void *arg, int64_t t0, int64_t t1) {
+  const attn_job *a = arg;
+  int64_t nkb = mfk_ceil_div(a->Tk, KB);
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t b = t / (a->Hkv * nkb), g = t / nkb % a->Hkv, j0 = t % nkb * KB, n = mfk_min(KB, a->Tk - j0);
+    transpose_block(a, a->kt + t * a->hd * KB, a->k, b, g, j0, n);
+    if (a->vt) transpose_block(a, a->vt + t * a->hd * KB, a->v, b, g, j0, n);
   }
+}
+
+/* Transposes every block of K (and of V when values is set) once, for the
+ * passes that would otherwise transpose each block again and again. Without
+ * the memory the passes transpose as they go. */
+static void make_tiles(mfk_pool *pool, attn_job *a, int values) {
+  int64_t tiles = a->B * a->Hkv * mfk_ceil_div(a->Tk, KB);
+  size_t bytes = (size_t)(tiles * a->hd * KB) * sizeof(float);
+  a->kt = malloc(bytes);
+  a->vt = values && a->kt ? malloc(bytes) : NULL;
+  if (values && !a->vt) {
+    free(a->kt);
+    a->kt = NULL;
+  }
+  if (a->kt) mfk_parallel_for(pool, tiles, transpose_tiles, a);
+}
+
+/* Rows [qi0, qi0 + rows) of block_dots; rows is a constant at each call, so
+ * that the 2 x rows sums stay in registers. */
+MFK_INLINE void dots_rows(const attn_job *a, float *s, const float *base, int64_t b, int64_t i0,
+                          int64_t qi0, int rows, int64_t h, const float *tile) {
+  const float *x[DOT_ROWS];
+  v16 lo[DOT_ROWS], hi[DOT_ROWS];
+  for (int r = 0; r < rows; r++) {
+    x[r] = q_row(a, base, b, i0 + qi0 + r, h);
+    lo[r] = hi[r] = (v16){ 0 };
+  }
+  for (int64_t d = 0; d < a->hd; d++) {
+    v16 t0 = V16(tile + d * KB), t1 = V16(tile + d * KB + COLS);
+    for (int r = 0; r < rows; r++) {
+      lo[r] += x[r][d] * t0;
+      hi[r] += x[r][d] * t1;
+    }
+  }
+  for (int r = 0; r < rows; r++) {
+    V16(s + (qi0 + r) * KB) = lo[r];
+    V16(s + (qi0 + r) * KB + COLS) = hi[r];
+  }
+}
+
+/* s[qi * KB + j] = x_qi . (column j of tile) for nq rows x_qi = q_row(base, b, i0 + qi, h). */
+MFK_INLINE void block_dots(const attn_job *a, float *s, const float *base, int64_t b, int64_t i0,
+                           int64_t nq, int64_t h, const float *tile) {
+  int64_t qi = 0;
+  for (; qi + DOT_ROWS <= nq; qi += DOT_ROWS) dots_rows(a, s, base, b, i0, qi, DOT_ROWS, h, tile);
+  for (; qi < nq; qi++) dots_rows(a, s, base, b, i0, qi, 1, h, tile);
 }
 
 /* The largest of s[j] for j < visible, and of init. Exact whatever the
@@ -90,29 +146,39 @@ static inline void masked_exp(float *p, float scale, float shift, int64_t visibl
   for (int j = 0; j < KB; j++) p[j] = j < visible ? p[j] : 0.0f;
 }
 
-/* out[r, :] += sum over j < nj of w[r * ldw + j] * rows[j * ld, :] for r < nr,
- * over hd columns, COLS at a time so each sum stays in a register. */
-static inline void accumulate_rows(float *out, int64_t hd, int64_t nr, const float *w, int64_t ldw,
-                                   const float *rows, int64_t ld, int64_t nj) {
-  for (int64_t r = 0; r < nr; r++) {
-    float *o = out + r * hd;
-    const float *wr = w + r * ldw;
-    int64_t d0 = 0;
-    for (; d0 + COLS <= hd; d0 += COLS) {
-      v16 acc = V16(o + d0);
-      for (int64_t j = 0; j < nj; j++) acc += wr[j] * V16(rows + j * ld + d0);
-      V16(o + d0) = acc;
+/* Rows [r0, r0 + rows) of accumulate_rows; rows is a constant at each call. */
+MFK_INLINE void accumulate_group(float *out, int64_t hd, int64_t r0, int rows, const float *w,
+                                 int64_t ldw, const float *src, int64_t ld, int64_t nj) {
+  int64_t d0 = 0;
+  for (; d0 + COLS <= hd; d0 += COLS) {
+    v16 acc[ACC_ROWS];
+    for (int r = 0; r < rows; r++) acc[r] = V16(out + (r0 + r) * hd + d0);
+    for (int64_t j = 0; j < nj; j++) {
+      v16 x = V16(src + j * ld + d0);
+      for (int r = 0; r < rows; r++) acc[r] += w[(r0 + r) * ldw + j] * x;
     }
-    for (int64_t j = 0; j < nj; j++)
-      for (int64_t d = d0; d < hd; d++) o[d] += wr[j] * rows[j * ld + d];
+    for (int r = 0; r < rows; r++) V16(out + (r0 + r) * hd + d0) = acc[r];
   }
+  for (int r = 0; r < rows; r++)
+    for (int64_t j = 0; j < nj; j++)
+      for (int64_t d = d0; d < hd; d++) out[(r0 + r) * hd + d] += w[(r0 + r) * ldw + j] * src[j * ld + d];
+}
+
+/* out[r, :] += sum over j < nj of w[r * ldw + j] * src[j * ld, :] for r < nr,
+ * over hd columns, COLS at a time and ACC_ROWS rows at a time so that each
+ * row of src loaded serves several sums held in registers. */
+MFK_INLINE void accumulate_rows(float *out, int64_t hd, int64_t nr, const float *w, int64_t ldw,
+                                const float *src, int64_t ld, int64_t nj) {
+  int64_t r = 0;
+  for (; r + ACC_ROWS <= nr; r += ACC_ROWS) accumulate_group(out, hd, r, ACC_ROWS, w, ldw, src, ld, nj);
+  for (; r < nr; r++) accumulate_group(out, hd, r, 1, w, ldw, src, ld, nj);
 }
 
 /* ---- forward ---- */
 MFK_SIMD static void fwd_units(void *arg, int64_t u0, int64_t u1) {
   const attn_job *a = arg;
   int64_t nqb = mfk_ceil_div(a->Tq, QB), group = a->Hq / a->Hkv, offset = a->Tk - a->Tq;
-  _Alignas(64) float ktile[KB * HD_MAX], acc[QB * HD_MAX], p[QB * KB];
+  _Alignas(64) float scratch[KB * HD_MAX], acc[QB * HD_MAX], p[QB * KB];
   float row_max[QB], row_sum[QB];
   for (int64_t u = u0; u < u1; u++) {
     int64_t b = u / (a->Hq * nqb), h = u / nqb % a->Hq, i0 = u % nqb * QB;
@@ -122,15 +188,14 @@ MFK_SIMD static void fwd_units(void *arg, int64_t u0, int64_t u1) {
     memset(acc, 0, (size_t)(nq * a->hd) * sizeof(float));
     for (int64_t j0 = 0; j0 < keys; j0 += KB) {
       int64_t n = mfk_min(KB, keys - j0);
-      transpose_block(a, ktile, a->k, b, g, j0, n);
-      block_dots(a, p, a->q, b, i0, nq, h, ktile);
+      block_dots(a, p, a->q, b, i0, nq, h, key_tile(a, a->kt, scratch, a->k, b, g, j0, n));
       for (int64_t qi = 0; qi < nq; qi++) {
-        float *pr = p + qi * KB, sum = 0.0f;
+        float *pr = p + qi * KB;
         int64_t visible = mfk_min(n, offset + i0 + qi + 1 - j0);
         /* scaling by a positive number keeps the order: max(s) scale = max(s scale) */
         float mx = masked_max(pr, row_max[qi] / a->scale, visible) * a->scale;
         masked_exp(pr, a->scale, mx, visible);
-        for (int j = 0; j < KB; j++) sum += pr[j];
+        float sum = v16_sum(V16(pr) + V16(pr + COLS));
         float corr = mfk_expf(row_max[qi] - mx); /* ~0 on the first block, where acc is 0 */
         for (int64_t d = 0; d < a->hd; d++) acc[qi * a->hd + d] *= corr;
         row_sum[qi] = row_sum[qi] * corr + sum;
@@ -152,15 +217,18 @@ void mfk_attention_fwd(mfk_pool *pool, float *out, float *lse, const float *q, c
   attn_job a = { .out = out, .lse = lse, .q = q, .k = k, .v = v, .B = B, .Tq = Tq, .Tk = Tk,
                  .Hq = Hq, .Hkv = Hkv, .hd = hd, .kv_stride = kv_stride,
                  .scale = 1.0f / sqrtf((float)hd) };
-  mfk_parallel_for(pool, B * Hq * mfk_ceil_div(Tq, QB), fwd_units, &a);
+  int64_t units = B * Hq * mfk_ceil_div(Tq, QB);
+  if (units > B * Hkv) make_tiles(pool, &a, 0); /* a key block serves several units */
+  mfk_parallel_for(pool, units, fwd_units, &a);
+  free(a.kt);
 }
 
 /* ---- backward ---- */
 /* P and scaled dS of queries [i0, i0+nq) of head h against the key block at
  * j0 whose K and V tiles are given; masked entries are 0. */
-static inline void block_grads(const attn_job *a, float *p, float *ds, const float *ktile,
-                               const float *vtile, int64_t b, int64_t h, int64_t i0, int64_t nq,
-                               int64_t j0) {
+MFK_INLINE void block_grads(const attn_job *a, float *p, float *ds, const float *ktile,
+                            const float *vtile, int64_t b, int64_t h, int64_t i0, int64_t nq,
+                            int64_t j0) {
   float dp[QB * KB];
   block_dots(a, p, a->q, b, i0, nq, h, ktile);
   block_dots(a, dp, a->dout, b, i0, nq, h, vtile);
@@ -178,7 +246,7 @@ static inline void block_grads(const attn_job *a, float *p, float *ds, const flo
 MFK_SIMD static void dq_units(void *arg, int64_t u0, int64_t u1) {
   const attn_job *a = arg;
   int64_t nqb = mfk_ceil_div(a->Tq, QB), group = a->Hq / a->Hkv;
-  _Alignas(64) float ktile[KB * HD_MAX], vtile[KB * HD_MAX], acc[QB * HD_MAX];
+  _Alignas(64) float kscratch[KB * HD_MAX], vscratch[KB * HD_MAX], acc[QB * HD_MAX];
   float p[QB * KB], ds[QB * KB];
   for (int64_t u = u0; u < u1; u++) {
     int64_t b = u / (a->Hq * nqb), h = u / nqb % a->Hq, i0 = u % nqb * QB;
@@ -186,8 +254,8 @@ MFK_SIMD static void dq_units(void *arg, int64_t u0, int64_t u1) {
     memset(acc, 0, (size_t)(nq * a->hd) * sizeof(float));
     for (int64_t j0 = 0; j0 < keys; j0 += KB) {
       int64_t n = mfk_min(KB, keys - j0);
-      transpose_block(a, ktile, a->k, b, g, j0, n);
-      transpose_block(a, vtile, a->v, b, g, j0, n);
+      const float *ktile = key_tile(a, a->kt, kscratch, a->k, b, g, j0, n);
+      const float *vtile = key_tile(a, a->vt, vscratch, a->v, b, g, j0, n);
       block_grads(a, p, ds, ktile, vtile, b, h, i0, nq, j0);
       accumulate_rows(acc, a->hd, nq, ds, KB, kv_row(a, a->k, b, j0, g), a->kv_stride, n);
     }
@@ -206,13 +274,13 @@ static inline void transpose_scores(float *t, const float *m, int64_t nq) {
 MFK_SIMD static void dkv_units(void *arg, int64_t u0, int64_t u1) {
   const attn_job *a = arg;
   int64_t nkb = mfk_ceil_div(a->Tk, KB), group = a->Hq / a->Hkv, row = a->Hq * a->hd;
-  _Alignas(64) float ktile[KB * HD_MAX], vtile[KB * HD_MAX], dk[KB * HD_MAX], dv[KB * HD_MAX];
+  _Alignas(64) float kscratch[KB * HD_MAX], vscratch[KB * HD_MAX], dk[KB * HD_MAX], dv[KB * HD_MAX];
   float p[QB * KB], ds[QB * KB], pt[KB * QB], dst[KB * QB];
   for (int64_t u = u0; u < u1; u++) {
     int64_t b = u / (a->Hkv * nkb), g = u / nkb % a->Hkv, j0 = u % nkb * KB;
     int64_t n = mfk_min(KB, a->Tk - j0);
-    transpose_block(a, ktile, a->k, b, g, j0, n);
-    transpose_block(a, vtile, a->v, b, g, j0, n);
+    const float *ktile = key_tile(a, a->kt, kscratch, a->k, b, g, j0, n);
+    const float *vtile = key_tile(a, a->vt, vscratch, a->v, b, g, j0, n);
     memset(dk, 0, (size_t)(n * a->hd) * sizeof(float));
     memset(dv, 0, (size_t)(n * a->hd) * sizeof(float));
     for (int64_t h = g * group; h < (g + 1) * group; h++)
@@ -239,6 +307,9 @@ void mfk_attention_bwd(mfk_pool *pool, float *dq, float *dk, float *dv, const fl
   attn_job a = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v, .o = out,
                  .lse_in = lse, .B = B, .Tq = T, .Tk = T, .Hq = Hq, .Hkv = Hkv, .hd = hd,
                  .kv_stride = Hkv * hd, .scale = 1.0f / sqrtf((float)hd) };
+  make_tiles(pool, &a, 1);
   mfk_parallel_for(pool, B * Hq * mfk_ceil_div(T, QB), dq_units, &a);
   mfk_parallel_for(pool, B * Hkv * mfk_ceil_div(T, KB), dkv_units, &a);
+  free(a.kt);
+  free(a.vt);
 }

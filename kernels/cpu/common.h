@@ -21,7 +21,24 @@
 #define MFK_SIMD
 #endif
 
+/* For helpers of MFK_SIMD functions that take their sizes as constants:
+ * inlined, each call's loops unroll and its sums stay in registers. */
+#define MFK_INLINE static inline __attribute__((always_inline))
+
 enum { MFK_BLOCK = 1 << 14 }; /* elements per unit of elementwise work */
+
+/* Sixteen floats as one value: a zmm register in the AVX-512 build of a
+ * function, two ymm or four xmm in the others. V16(p) is the 16 floats at
+ * p, which need only a float's alignment. */
+typedef float v16 __attribute__((vector_size(16 * sizeof(float)), aligned(4), may_alias));
+#define V16(p) (*(v16 *)(p))
+
+/* The sum of x's lanes, added pairwise in a fixed tree. */
+static inline float v16_sum(v16 x) {
+  for (int w = 8; w >= 1; w /= 2)
+    for (int l = 0; l < w; l++) x[l] += x[l + w];
+  return x[0];
+}
 
 static inline int64_t mfk_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t mfk_max(int64_t a, int64_t b) { return a > b ? a : b; }

@@ -2,16 +2,24 @@
  * Single-precision GEMM: the blocked driver and the portable micro-kernel.
  *
  * The loops follow the GotoBLAS/BLIS layout. C is cut into column blocks of
- * at most NC_MAX; K into blocks of at most KC_MAX. For each (column block, K
- * block) a panel of op(B) is packed once into NR-wide strips shared by all
- * threads, then threads take MR-row strips of C: each packs its strip of
- * op(A) (small enough to stay in L1) and runs the micro-kernel along the
- * packed B (which stays in L2). Transposed operands are handled by the
- * packing, never by copies.
+ * at most NC_MAX and K into blocks of at most KC_MAX; op(B) is packed into
+ * one panel of NR-wide strips per (column block, K block). A thread packs
+ * MR-row strips of op(A) (small enough to stay in L1) and runs the
+ * micro-kernel along a panel (which stays in L2). Transposed operands are
+ * handled by the packing, never by copies.
+ *
+ * Panels are packed in groups of up to PACK_FLOATS, which holds all of op(B)
+ * for every training shape but the vocabulary-sized ones; threads meet only
+ * twice per group, once the group is packed and once it is used. In between
+ * a task owns a block of C (some A strips by some B strips of one column
+ * block) and takes it through the group's K blocks, so no two threads write
+ * the same C, and tasks are small enough for every thread to get several.
  *
  * Determinism: the K blocking depends only on K, the K blocks are applied in
  * order, and every element of C goes through the same micro-kernel code
- * whichever thread runs it, so the thread count never changes the bits.
+ * whichever task runs it, so the thread count never changes the bits.
+ * Products with at most MFK_SMALL_M rows take the unpacked path of
+ * gemm_small.c instead.
  */
 #include "cpu/common.h"
 #include "cpu/gemm.h"
@@ -20,10 +28,13 @@
 #include <string.h>
 
 enum {
-  KC_MAX = 320, /* K block: a 14 x 320 A strip is 18 KiB, half the L1 */
-  NC_MAX = 768, /* column block: a 320 x 768 packed B panel is 960 KiB of L2 */
+  KC_MAX = 320,           /* K block: a 14 x 320 A strip is 18 KiB, half the L1 */
+  NC_MAX = 768,           /* column block: a 320 x 768 packed B panel is 960 KiB of L2 */
   MR_MAX = 16,
   NR_MAX = 32,
+  PACK_FLOATS = 1 << 21,  /* packed panels per group: 8 MiB */
+  TASK_STRIPS = 16,       /* A strips per task at most */
+  TASKS_PER_THREAD = 8,   /* enough to even out a thread slowed by other work */
 };
 
 /* ---- portable micro-kernel ---- */
@@ -59,24 +70,34 @@ const char *mfk_gemm_isa(void) { return mfk_gemm_best_ukernel()->isa; }
 typedef struct gemm_job {
   const mfk_ukernel *uk;
   int trans_a, trans_b;
-  int64_t M, N;
-  float alpha;
+  int64_t M, N, K;
+  float alpha, beta;
   const float *A, *B;
   int64_t lda, ldb, ldc;
   float *C;
-  /* the block being computed */
-  int64_t pc, kc, jc, nc;
-  float beta;
-  float *bpack;      /* ceil(nc/NR) strips of kc x NR */
-  int64_t col_parts; /* each A strip's columns are split this many ways */
+  int64_t kc_even, nc_max; /* block sizes, fixed by the shape */
+  /* the group of panels: column blocks [jb0, jb0 + jbs) x K blocks [kb0, kb0 + kbs) */
+  int64_t jb0, jbs, kb0, kbs;
+  float *bpack;
+  /* its tasks: column block x row_tasks x col_parts */
+  int64_t strips_per_task, row_tasks, col_parts;
 } gemm_job;
 
-/* Packs rows [i0, i0+rows) of op(A), K block [pc, pc+kc), zero-padded to MR rows. */
-static void pack_a(const gemm_job *g, int64_t i0, int64_t rows, float *out) {
+static int64_t block_depth(const gemm_job *g, int64_t kb) {
+  return mfk_min(g->kc_even, g->K - kb * g->kc_even);
+}
+
+/* The packed panel of column block jb, K block kb: strip s at s * depth * NR. */
+static float *panel(const gemm_job *g, int64_t jb, int64_t kb) {
+  return g->bpack + ((jb - g->jb0) * g->kbs + kb - g->kb0) * g->kc_even * g->nc_max;
+}
+
+/* Packs rows [i0, i0+rows) of op(A), K range [pc, pc+kc), zero-padded to MR rows. */
+static void pack_a(const gemm_job *g, int64_t i0, int64_t rows, int64_t pc, int64_t kc, float *out) {
   const int mr = g->uk->mr;
   if (g->trans_a) {
-    for (int64_t k = 0; k < g->kc; k++) {
-      const float *src = g->A + (g->pc + k) * g->lda + i0;
+    for (int64_t k = 0; k < kc; k++) {
+      const float *src = g->A + (pc + k) * g->lda + i0;
       float *dst = out + k * mr;
       for (int64_t i = 0; i < rows; i++) dst[i] = src[i];
       for (int64_t i = rows; i < mr; i++) dst[i] = 0.0f;
@@ -84,19 +105,19 @@ static void pack_a(const gemm_job *g, int64_t i0, int64_t rows, float *out) {
     return;
   }
   for (int64_t i = 0; i < rows; i++) {
-    const float *src = g->A + (i0 + i) * g->lda + g->pc;
-    for (int64_t k = 0; k < g->kc; k++) out[k * mr + i] = src[k];
+    const float *src = g->A + (i0 + i) * g->lda + pc;
+    for (int64_t k = 0; k < kc; k++) out[k * mr + i] = src[k];
   }
   for (int64_t i = rows; i < mr; i++)
-    for (int64_t k = 0; k < g->kc; k++) out[k * mr + i] = 0.0f;
+    for (int64_t k = 0; k < kc; k++) out[k * mr + i] = 0.0f;
 }
 
-/* Packs columns [j0, j0+cols) of op(B), K block [pc, pc+kc), zero-padded to NR columns. */
-static void pack_b(const gemm_job *g, int64_t j0, int64_t cols, float *out) {
+/* Packs columns [j0, j0+cols) of op(B), K range [pc, pc+kc), zero-padded to NR columns. */
+static void pack_b(const gemm_job *g, int64_t j0, int64_t cols, int64_t pc, int64_t kc, float *out) {
   const int nr = g->uk->nr;
   if (!g->trans_b) {
-    for (int64_t k = 0; k < g->kc; k++) {
-      const float *src = g->B + (g->pc + k) * g->ldb + j0;
+    for (int64_t k = 0; k < kc; k++) {
+      const float *src = g->B + (pc + k) * g->ldb + j0;
       float *dst = out + k * nr;
       for (int64_t j = 0; j < cols; j++) dst[j] = src[j];
       for (int64_t j = cols; j < nr; j++) dst[j] = 0.0f;
@@ -104,62 +125,83 @@ static void pack_b(const gemm_job *g, int64_t j0, int64_t cols, float *out) {
     return;
   }
   for (int64_t j = 0; j < cols; j++) {
-    const float *src = g->B + (j0 + j) * g->ldb + g->pc;
-    for (int64_t k = 0; k < g->kc; k++) out[k * nr + j] = src[k];
+    const float *src = g->B + (j0 + j) * g->ldb + pc;
+    for (int64_t k = 0; k < kc; k++) out[k * nr + j] = src[k];
   }
   for (int64_t j = cols; j < nr; j++)
-    for (int64_t k = 0; k < g->kc; k++) out[k * nr + j] = 0.0f;
+    for (int64_t k = 0; k < kc; k++) out[k * nr + j] = 0.0f;
 }
 
-static void pack_b_strips(void *arg, int64_t s0, int64_t s1) {
+/* Item t: strip t % (nc_max / NR) of the group's panel t / (nc_max / NR). */
+static void pack_b_strips(void *arg, int64_t t0, int64_t t1) {
   const gemm_job *g = arg;
   const int nr = g->uk->nr;
-  for (int64_t s = s0; s < s1; s++) {
-    int64_t j0 = g->jc + s * nr;
-    pack_b(g, j0, mfk_min(nr, g->jc + g->nc - j0), g->bpack + s * g->kc * nr);
+  const int64_t strips = g->nc_max / nr;
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t jb = g->jb0 + t / strips / g->kbs, kb = g->kb0 + t / strips % g->kbs, s = t % strips;
+    int64_t j0 = jb * g->nc_max + s * nr, kc = block_depth(g, kb);
+    if (j0 < g->N) pack_b(g, j0, mfk_min(nr, g->N - j0), kb * g->kc_even, kc, panel(g, jb, kb) + s * kc * nr);
   }
 }
 
-/* One MR x NR tile; edge tiles go through a full-size scratch tile and are
- * finished with the micro-kernel's own update formula. */
-static void compute_tile(const gemm_job *g, const float *apack, const float *bstrip, float *c,
-                         int64_t rows, int64_t cols) {
+/* One MR x NR tile over kc; edge tiles go through a full-size scratch tile
+ * and are finished with the micro-kernel's own update formula. */
+static void compute_tile(const gemm_job *g, int64_t kc, float beta, const float *apack,
+                         const float *bstrip, float *c, int64_t rows, int64_t cols) {
   const mfk_ukernel *uk = g->uk;
   if (rows == uk->mr && cols == uk->nr) {
-    uk->run(g->kc, apack, bstrip, c, g->ldc, g->alpha, g->beta);
+    uk->run(kc, apack, bstrip, c, g->ldc, g->alpha, beta);
     return;
   }
   _Alignas(64) float tile[MR_MAX * NR_MAX];
-  uk->run(g->kc, apack, bstrip, tile, uk->nr, g->alpha, 0.0f);
+  uk->run(kc, apack, bstrip, tile, uk->nr, g->alpha, 0.0f);
   for (int64_t i = 0; i < rows; i++)
     for (int64_t j = 0; j < cols; j++) {
       float r = tile[i * uk->nr + j];
       float *cij = c + i * g->ldc + j;
-      *cij = g->beta != 0.0f ? fmaf(g->beta, *cij, r) : r;
+      *cij = beta != 0.0f ? fmaf(beta, *cij, r) : r;
     }
 }
 
-/* Task t: A strip t / col_parts against part t % col_parts of the B strips. */
+/* Task t: A strips of row task t / col_parts % row_tasks against part
+ * t % col_parts of the B strips of column block jb0 + t / (row_tasks * col_parts),
+ * through every K block of the group. */
 static void compute_tasks(void *arg, int64_t t0, int64_t t1) {
   const gemm_job *g = arg;
   const int mr = g->uk->mr, nr = g->uk->nr;
-  const int64_t strips = mfk_ceil_div(g->nc, nr);
+  const int64_t a_strips = mfk_ceil_div(g->M, mr), per_block = g->row_tasks * g->col_parts;
   _Alignas(64) float apack[MR_MAX * KC_MAX];
-  int64_t packed = -1;
   for (int64_t t = t0; t < t1; t++) {
-    int64_t is = t / g->col_parts, part = t % g->col_parts;
-    int64_t i0 = is * mr, rows = mfk_min(mr, g->M - i0);
-    if (packed != is) {
-      pack_a(g, i0, rows, apack);
-      packed = is;
-    }
-    int64_t s0 = strips * part / g->col_parts, s1 = strips * (part + 1) / g->col_parts;
-    for (int64_t s = s0; s < s1; s++) {
-      int64_t j0 = g->jc + s * nr;
-      compute_tile(g, apack, g->bpack + s * g->kc * nr, g->C + i0 * g->ldc + j0, rows,
-                   mfk_min(nr, g->N - j0));
+    int64_t jb = g->jb0 + t / per_block, rt = t % per_block / g->col_parts, part = t % g->col_parts;
+    int64_t b_strips = mfk_ceil_div(mfk_min(g->nc_max, g->N - jb * g->nc_max), nr);
+    int64_t s0 = b_strips * part / g->col_parts, s1 = b_strips * (part + 1) / g->col_parts;
+    int64_t is0 = rt * g->strips_per_task, is1 = mfk_min(a_strips, is0 + g->strips_per_task);
+    for (int64_t kb = g->kb0; kb < g->kb0 + g->kbs; kb++) {
+      int64_t kc = block_depth(g, kb);
+      const float *bp = panel(g, jb, kb);
+      float beta = kb == 0 ? g->beta : 1.0f;
+      for (int64_t is = is0; is < is1; is++) {
+        int64_t i0 = is * mr, rows = mfk_min(mr, g->M - i0);
+        pack_a(g, i0, rows, kb * g->kc_even, kc, apack);
+        for (int64_t s = s0; s < s1; s++) {
+          int64_t j0 = jb * g->nc_max + s * nr;
+          compute_tile(g, kc, beta, apack, bp + s * kc * nr, g->C + i0 * g->ldc + j0, rows,
+                       mfk_min(nr, g->N - j0));
+        }
+      }
     }
   }
+}
+
+/* Cuts a group's C into tasks: about TASKS_PER_THREAD per thread, of at most
+ * TASK_STRIPS A strips (their C block stays in L2), splitting the columns
+ * too when there are too few row strips. One thread takes it all in big
+ * tasks. */
+static void plan_tasks(gemm_job *g, int threads, int64_t jbs) {
+  int64_t a_strips = mfk_ceil_div(g->M, g->uk->mr), want = threads > 1 ? TASKS_PER_THREAD * threads : 1;
+  g->strips_per_task = mfk_max(1, mfk_min(TASK_STRIPS, a_strips * jbs / want));
+  g->row_tasks = mfk_ceil_div(a_strips, g->strips_per_task);
+  g->col_parts = mfk_max(1, mfk_min(g->nc_max / g->uk->nr, want / (g->row_tasks * jbs)));
 }
 
 static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
@@ -175,28 +217,35 @@ void mfk_gemm_using(const mfk_ukernel *uk, mfk_pool *pool, int trans_a, int tran
     scale_c(M, N, beta, C, ldc);
     return;
   }
-  gemm_job g = { .uk = uk, .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .alpha = alpha,
-                 .A = A, .B = B, .lda = lda, .ldb = ldb, .ldc = ldc, .C = C };
-  int64_t k_blocks = mfk_ceil_div(K, KC_MAX), kc_even = mfk_ceil_div(K, k_blocks);
-  int64_t nc_max = NC_MAX / uk->nr * uk->nr;
-  /* Kernels have no error path: without memory for a wide B panel, run one
-   * strip at a time from the stack. */
+  if (M <= MFK_SMALL_M &&
+      mfk_gemm_small(pool, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+    return;
+  gemm_job g = { .uk = uk, .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K,
+                 .alpha = alpha, .beta = beta, .A = A, .B = B, .lda = lda, .ldb = ldb, .ldc = ldc,
+                 .C = C };
+  int64_t k_blocks = mfk_ceil_div(K, KC_MAX);
+  g.kc_even = mfk_ceil_div(K, k_blocks);
+  g.nc_max = mfk_min(NC_MAX / uk->nr, mfk_ceil_div(N, uk->nr)) * uk->nr;
+  int64_t panel_floats = g.kc_even * g.nc_max;
+  int64_t floats = mfk_min(PACK_FLOATS, mfk_ceil_div(N, g.nc_max) * k_blocks * panel_floats);
+  /* Kernels have no error path: without memory for the panels, pack one
+   * strip at a time on the stack. */
   _Alignas(64) float one_strip[KC_MAX * NR_MAX];
-  float *heap = aligned_alloc(64, (size_t)(kc_even * nc_max) * sizeof(float));
+  float *heap = aligned_alloc(64, (size_t)floats * sizeof(float));
   g.bpack = heap ? heap : one_strip;
-  if (!heap) nc_max = uk->nr;
-  /* Enough tasks for every thread: split columns too when C has few row strips. */
-  int64_t a_strips = mfk_ceil_div(M, uk->mr), want = 4 * (int64_t)mfk_pool_size(pool);
-  for (g.jc = 0; g.jc < N; g.jc += nc_max) {
-    g.nc = mfk_min(nc_max, N - g.jc);
-    int64_t b_strips = mfk_ceil_div(g.nc, uk->nr);
-    g.col_parts = a_strips >= want ? 1 : mfk_min(b_strips, mfk_ceil_div(want, a_strips));
-    for (int64_t kb = 0; kb < k_blocks; kb++) {
-      g.pc = kb * kc_even;
-      g.kc = mfk_min(kc_even, K - g.pc);
-      g.beta = kb == 0 ? beta : 1.0f;
-      mfk_parallel_for(pool, b_strips, pack_b_strips, &g);
-      mfk_parallel_for(pool, a_strips * g.col_parts, compute_tasks, &g);
+  if (!heap) g.nc_max = uk->nr, panel_floats = floats = g.kc_even * uk->nr;
+  int64_t col_blocks = mfk_ceil_div(N, g.nc_max);
+  /* a group: every K block of as many column blocks as fit, or else as many
+   * K blocks of one column block */
+  int64_t kbs = mfk_min(k_blocks, floats / panel_floats);
+  int64_t jbs = kbs == k_blocks ? mfk_min(col_blocks, floats / (k_blocks * panel_floats)) : 1;
+  plan_tasks(&g, mfk_pool_size(pool), jbs);
+  for (g.jb0 = 0; g.jb0 < col_blocks; g.jb0 += jbs) {
+    g.jbs = mfk_min(jbs, col_blocks - g.jb0);
+    for (g.kb0 = 0; g.kb0 < k_blocks; g.kb0 += kbs) {
+      g.kbs = mfk_min(kbs, k_blocks - g.kb0);
+      mfk_parallel_for(pool, g.jbs * g.kbs * (g.nc_max / uk->nr), pack_b_strips, &g);
+      mfk_parallel_for(pool, g.jbs * g.row_tasks * g.col_parts, compute_tasks, &g);
     }
   }
   free(heap);

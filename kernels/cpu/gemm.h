@@ -33,6 +33,14 @@ extern const mfk_ukernel mfk_ukernel_avx2;
 /* The micro-kernel mfk_gemm uses on this machine. */
 const mfk_ukernel *mfk_gemm_best_ukernel(void);
 
+/* Products with at most MFK_SMALL_M rows of C skip the packing and the
+ * micro-kernels: mfk_gemm_small (gemm_small.c) streams B instead. It returns
+ * 0, having done nothing, when it cannot get the memory it needs. */
+enum { MFK_SMALL_M = 8 };
+int mfk_gemm_small(mfk_pool *pool, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                   float beta, float *C, int64_t ldc);
+
 /* mfk_gemm with a given micro-kernel (tests and benchmarks compare them). */
 void mfk_gemm_using(const mfk_ukernel *uk, mfk_pool *pool, int trans_a, int trans_b, int64_t M,
                     int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,

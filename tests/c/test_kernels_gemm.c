@@ -1,7 +1,8 @@
 /* GEMM against a double-precision reference for every micro-kernel this
  * machine runs, every transpose combination, edge tiles, several K blocks,
- * alpha/beta (beta = 0 must ignore NaN in C); and the same bits on 1, 2 and
- * 3 threads. */
+ * several groups of packed panels, alpha/beta (beta = 0 must ignore NaN in
+ * C); the unpacked path for M = 1..8 the same way; and the same bits on 1, 2
+ * and 3 threads for both paths. */
 #include "cpu/gemm.h"
 #include "kernel_testing.h"
 
@@ -89,10 +90,17 @@ int main(void) {
 #endif
   };
   const gemm_case shapes[] = {
-    { 0, 0, 7, 13, 5, 1.0f, 0.0f },   { 0, 0, 1, 1, 1, 1.0f, 0.0f },
+    { 0, 0, 11, 13, 5, 1.0f, 0.0f },  { 0, 0, 9, 1, 1, 1.0f, 0.0f },
     { 0, 0, 15, 33, 17, 0.5f, 1.5f }, { 0, 0, 29, 70, 700, 1.0f, 1.0f }, /* 3 K blocks */
-    { 0, 0, 3, 1000, 40, 1.0f, 0.0f },                                 /* split columns */
+    { 0, 0, 10, 1000, 40, 1.0f, 0.0f },                                /* split columns */
     { 0, 0, 50, 800, 9, -2.0f, 0.0f },                                 /* 2 column blocks */
+    { 0, 0, 20, 2400, 700, 1.0f, 0.5f },  /* groups of whole column blocks */
+    { 0, 0, 17, 800, 3000, 1.0f, 0.0f },  /* groups of K blocks */
+  };
+  /* the unpacked path: one column, a K tail, several column tiles, several tasks */
+  const gemm_case small_shapes[] = {
+    { 0, 0, 0, 1, 1, 1.0f, 0.0f },    { 0, 0, 0, 5, 17, 0.5f, 1.5f },
+    { 0, 0, 0, 70, 33, 1.0f, 1.0f },  { 0, 0, 0, 1000, 300, -2.0f, 0.0f },
   };
   mfk_pool *pool = mfk_pool_new(2);
   for (size_t u = 0; u < sizeof kernels / sizeof *kernels; u++) {
@@ -108,8 +116,20 @@ int main(void) {
         check_case(kernels[u], pool, g);
       }
     check_bits(kernels[u], (gemm_case){ 0, 1, 300, 290, 700, 1.0f, 0.5f });
-    check_bits(kernels[u], (gemm_case){ 1, 0, 5, 900, 30, 1.0f, 0.0f });
+    check_bits(kernels[u], (gemm_case){ 1, 0, 15, 900, 30, 1.0f, 0.0f });
+    check_bits(kernels[u], (gemm_case){ 0, 0, 40, 2500, 700, 1.0f, 0.0f });
   }
+  const mfk_ukernel *best = mfk_gemm_best_ukernel();
+  for (int64_t m = 1; m <= MFK_SMALL_M; m++)
+    for (size_t s = 0; s < sizeof small_shapes / sizeof *small_shapes; s++)
+      for (int t = 0; t < 4; t++) {
+        gemm_case g = small_shapes[s];
+        g.M = m;
+        g.ta = t & 1;
+        g.tb = t >> 1;
+        check_case(best, pool, g);
+        if (s == 3 && (m == 1 || m == 7)) check_bits(best, g);
+      }
   /* alpha = 0 and K = 0 only scale C */
   float C[4] = { 1, 2, NAN, 4 }, A[4] = { 1, 1, 1, 1 };
   mfk_gemm(pool, 0, 0, 2, 2, 2, 0.0f, A, 2, A, 2, 0.0f, C, 2);

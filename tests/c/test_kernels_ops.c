@@ -10,7 +10,7 @@ enum { N = 7, D = 13 }; /* rows and width of the small cases */
 typedef struct probe {
   int kind;
   float *x, *w, *b, *r, *y;
-  int32_t *pos, *targets;
+  const int32_t *pos, *targets;
   int64_t n, d;
 } probe;
 
@@ -97,32 +97,45 @@ static void test_layernorm(int with_bias) {
   free_probe(&p), free(dx), free(dw), free(db);
 }
 
-static void test_rope(void) {
-  enum { ROWS = 5, HEADS = 3, HD = 8 };
-  int32_t pos[ROWS] = { 0, 1, 7, 300, 4095 };
-  float *x = kt_random(ROWS * HEADS * HD, 1.0f), *y = kt_copy(x, ROWS * HEADS * HD);
-  double want[ROWS * HEADS * HD];
-  mfk_rope_fwd(NULL, y, pos, ROWS, HEADS, HD, 10000.0f);
-  for (int r = 0; r < ROWS; r++)
-    for (int h = 0; h < HEADS; h++)
-      for (int i = 0; i < HD / 2; i++) {
-        double angle = pos[r] * pow(10000.0, -2.0 * i / HD);
-        const float *v = x + (r * HEADS + h) * HD;
-        want[(r * HEADS + h) * HD + i] = v[i] * cos(angle) - v[i + HD / 2] * sin(angle);
-        want[(r * HEADS + h) * HD + i + HD / 2] = v[i + HD / 2] * cos(angle) + v[i] * sin(angle);
+/* Forward against a double reference for rows at positions pos. */
+static void check_rope_fwd(const char *what, const int32_t *pos, int rows, int heads, int hd) {
+  int64_t n = (int64_t)rows * heads * hd;
+  float *x = kt_random(n, 1.0f), *y = kt_copy(x, n);
+  double *want = kt_doubles(n);
+  mfk_rope_fwd(NULL, y, pos, rows, heads, hd, 10000.0f);
+  for (int r = 0; r < rows; r++)
+    for (int h = 0; h < heads; h++)
+      for (int i = 0; i < hd / 2; i++) {
+        double angle = pos[r] * pow(10000.0, -2.0 * i / hd);
+        const float *v = x + ((int64_t)r * heads + h) * hd;
+        double *w = want + ((int64_t)r * heads + h) * hd;
+        w[i] = v[i] * cos(angle) - v[i + hd / 2] * sin(angle);
+        w[i + hd / 2] = v[i + hd / 2] * cos(angle) + v[i] * sin(angle);
       }
   /* angles near 4095 rad are formed in float as HF does: allow for that rounding */
-  kt_close("rope fwd", y, want, ROWS * HEADS * HD, 1e-5, 1e-3);
-  free(x), free(y);
+  kt_close(what, y, want, n, 1e-5, 1e-3);
+  free(x), free(y), free(want);
+}
 
-  probe p = make_probe(ROPE); /* one head of width D - 1: even */
-  p.d = D - 1;
-  int32_t ppos[N] = { 0, 3, 1, 9, 2, 100, 5 };
-  p.pos = ppos;
-  float *dx = kt_copy(p.r, N * (D - 1));
-  mfk_rope_bwd(NULL, dx, ppos, N, 1, D - 1, 10000.0f);
-  grad_check("rope bwd (rel 1e-3)", &p, p.x, dx, N * (D - 1), 1e-3, 1e-4);
-  free_probe(&p), free(dx);
+static void test_rope(void) {
+  /* scattered positions: cos and sin per row; a batch of sequences: a table */
+  const int32_t scattered[5] = { 0, 1, 7, 300, 4095 }, batch[8] = { 40, 41, 42, 43, 40, 41, 42, 43 };
+  check_rope_fwd("rope fwd, scattered positions", scattered, 5, 3, 8);
+  check_rope_fwd("rope fwd, scattered positions, head_dim 136", scattered, 5, 2, 136);
+  check_rope_fwd("rope fwd, repeated positions", batch, 8, 3, 8);
+  check_rope_fwd("rope fwd, repeated positions, head_dim 136", batch, 8, 2, 136);
+
+  const int32_t positions[2][N] = { { 0, 3, 1, 9, 2, 100, 5 }, { 3, 1, 2, 0, 1, 3, 2 } };
+  for (int set = 0; set < 2; set++) {
+    probe p = make_probe(ROPE); /* one head of width D - 1: even */
+    p.d = D - 1;
+    p.pos = positions[set];
+    float *dx = kt_copy(p.r, N * (D - 1));
+    mfk_rope_bwd(NULL, dx, p.pos, N, 1, D - 1, 10000.0f);
+    grad_check(set ? "rope bwd, repeated positions (rel 1e-3)" : "rope bwd (rel 1e-3)", &p, p.x, dx,
+               N * (D - 1), 1e-3, 1e-4);
+    free_probe(&p), free(dx);
+  }
 }
 
 static void test_activations(void) {

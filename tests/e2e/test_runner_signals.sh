@@ -91,6 +91,8 @@ for signal in INT TERM; do
   MF_TEST_SPIN=10 "$MOONFORGE" run busy.lua >out.txt 2>&1 &
   pid=$!
   dir=$(wait_cells 1)
+  # Signal only once cell 2 has started, however loaded the machine is.
+  for _ in $(seq 200); do grep -q '^\[2/30\] step 2' out.txt && break; sleep 0.05; done
   sleep 0.2
   kill -"$signal" "$pid"
   set +e
