@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(build-essential cmake pkg-config git luajit libluajit-5.1-dev libarchive-dev
-  libcurl4-openssl-dev libjansson-dev libssl-dev libmicrohttpd-dev zstd)
+  libcurl4-openssl-dev libjansson-dev libssl-dev libmicrohttpd-dev zstd libpcre2-dev libarchive-tools)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

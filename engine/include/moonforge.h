@@ -248,10 +248,153 @@ const void *mf_gguf_tensor_data(const mf_gguf *g, int64_t i, size_t *nbytes);
 /* A new f32 tensor holding tensor i dequantized, shape in row-major
  * (reversed ggml) order. */
 mf_tensor *mf_gguf_tensor_f32(const mf_gguf *g, int64_t i);
+/* Writing GGUF v3: metadata entries in the order set (a key set twice is
+ * an error), then tensors, each aligned to 32 bytes. Tensor data is
+ * referenced, not copied, and must stay valid until mf_gguf_write, which
+ * writes the file atomically. Numeric values are given in the GGUF type
+ * named (integers 0-5, 7, 10, 11; floats 6, 12); mf_gguf_set_arr takes n
+ * values already in that type's layout. */
+typedef struct mf_gguf_writer mf_gguf_writer;
+mf_gguf_writer *mf_gguf_writer_new(void);
+void mf_gguf_writer_free(mf_gguf_writer *w);
+int mf_gguf_set_int(mf_gguf_writer *w, const char *key, int type, int64_t value);
+int mf_gguf_set_float(mf_gguf_writer *w, const char *key, int type, double value);
+int mf_gguf_set_str(mf_gguf_writer *w, const char *key, const char *s, size_t len);
+int mf_gguf_set_arr(mf_gguf_writer *w, const char *key, int type, int64_t n, const void *values);
+int mf_gguf_set_arr_str(mf_gguf_writer *w, const char *key, int64_t n, const char *const *s,
+                        const size_t *lens);
+/* Copies entry i of an open file, whatever its type. */
+int mf_gguf_copy_kv(mf_gguf_writer *w, const mf_gguf *g, int64_t i);
+/* dims in ggml order; data holds the tensor in ggml type `type`. */
+int mf_gguf_add_tensor(mf_gguf_writer *w, const char *name, int type, int ndim, const int64_t *dims,
+                       const void *data);
+int mf_gguf_write(mf_gguf_writer *w, const char *path);
+
+/* Models in GGUF files (architectures llama and qwen2, llama.cpp's tensor
+ * names and keys). keep_quantized != 0 keeps Q8_0, Q4_0 and Q4_1 linear
+ * weights in their blocks and runs the matmuls on them (inference only:
+ * backward is refused); every parameter also holds its f32 values, so it
+ * can be read and saved. mf_model_load(path) of a *.gguf file is
+ * mf_model_load_gguf(path, 1). Saving takes type F32, F16, BF16 or Q8_0
+ * (norms and biases stay F32) and copies the tokenizer.* entries of
+ * tokenizer_from when it is not NULL. */
+mf_model *mf_model_load_gguf(const char *path, int keep_quantized);
+int mf_model_save_gguf(const mf_model *m, const char *path, int type, const mf_gguf *tokenizer_from);
+/* 1 when the model runs on quantized weights. */
+int mf_model_is_quantized(const mf_model *m);
+
+/* ---- tokenizers ----
+ * BPE tokenizers: byte-level (GPT-2, Llama 3, Qwen, SmolLM) and
+ * SentencePiece-style with byte fallback (Llama 2, Mistral), as HF
+ * tokenizers encodes them. mf_tokenizer_load takes a tokenizer.json, a
+ * folder holding one (its tokenizer_config.json adds the chat template and
+ * the bos/eos tokens), or a .gguf file (its tokenizer.* metadata).
+ * Encoding treats text as data: special tokens written in it stay text
+ * unless parse_special is set; added tokens that are not special are
+ * always matched whole, as in HF. Encode and decode return the full count
+ * of ids or bytes even when it exceeds cap (only cap are written), so a
+ * caller can retry with a larger buffer. A tokenizer may be used from
+ * several threads at once. */
+typedef struct mf_tokenizer mf_tokenizer;
+mf_tokenizer *mf_tokenizer_load(const char *path);
+void mf_tokenizer_free(mf_tokenizer *t);
+int32_t mf_tokenizer_vocab_size(const mf_tokenizer *t);
+int64_t mf_tokenizer_encode(mf_tokenizer *t, const char *text, size_t len, int add_special,
+                            int parse_special, int32_t *out, int64_t cap);
+/* The bytes the ids stand for (skip_special: leave out special tokens). */
+int64_t mf_tokenizer_decode(const mf_tokenizer *t, const int32_t *ids, int64_t n, int skip_special,
+                            char *out, size_t cap);
+/* The id of a token as the vocabulary spells it (-1 when absent), and back. */
+int32_t mf_tokenizer_token_id(const mf_tokenizer *t, const char *token, size_t len);
+const char *mf_tokenizer_token(const mf_tokenizer *t, int32_t id, size_t *len);
+int mf_tokenizer_is_special(const mf_tokenizer *t, int32_t id);
+/* -1 when the tokenizer names none. */
+int32_t mf_tokenizer_bos_id(const mf_tokenizer *t);
+int32_t mf_tokenizer_eos_id(const mf_tokenizer *t);
+int32_t mf_tokenizer_pad_id(const mf_tokenizer *t);
+/* The model's chat template source ("" when none). */
+const char *mf_tokenizer_chat_template(const mf_tokenizer *t);
+/* Trains a byte-level BPE vocabulary with GPT-2's pre-tokenizer, as HF
+ * tokenizers' BpeTrainer does (all 256 bytes in the alphabet), and writes
+ * it as a tokenizer.json. Each line of each file (newline kept) and each
+ * text is one sequence. Special tokens take the first ids. */
+typedef struct mf_bpe_train_opts {
+  const char *const *files;
+  int nfiles;
+  const char *const *texts;
+  const size_t *text_lens;
+  int64_t ntexts;
+  int32_t vocab_size;
+  int64_t min_frequency;
+  const char *const *special_tokens;
+  int nspecial;
+} mf_bpe_train_opts;
+int mf_tokenizer_train(const mf_bpe_train_opts *opts, const char *output_path);
 
 /* ---- kernel library version (for the runner's cache keys) ----
  * Defined by the kernels (kernels/cpu/kernels.h) and linked into the
  * executable; declared here so the Lua library reaches it through this API. */
 const char *mfk_version(void);
+
+/* ---- token shards and packing ----
+ * A token shard is a file of tokenized documents (engine/shards.c gives the
+ * layout): tokens stored as uint16 (token_bytes 2) or int32 (4), document
+ * boundaries, and a SHA-256 of the payload. Written atomically; read through
+ * a memory map and checked on open (verify = 0 skips the checksum, which
+ * reads the whole file). */
+typedef struct mf_shard_writer mf_shard_writer;
+mf_shard_writer *mf_shard_writer_new(const char *path, int token_bytes);
+/* Appends one document of n ids (each must fit the token type). */
+int mf_shard_writer_add(mf_shard_writer *w, const int32_t *ids, int64_t n);
+/* commit = 1 completes the file and renames it into place; commit = 0 drops
+ * it. Frees w either way. */
+int mf_shard_writer_close(mf_shard_writer *w, int commit);
+
+typedef struct mf_shard mf_shard;
+mf_shard *mf_shard_open(const char *path, int verify);
+void mf_shard_free(mf_shard *s);
+int mf_shard_token_bytes(const mf_shard *s);
+int64_t mf_shard_ntokens(const mf_shard *s);
+int64_t mf_shard_ndocs(const mf_shard *s);
+/* Index of document d's first token, d in 0..ndocs (ndocs: the token count). */
+int64_t mf_shard_doc_start(const mf_shard *s, int64_t d);
+/* Tokens [start, start + n) into out as int32. */
+int mf_shard_read(const mf_shard *s, int64_t start, int64_t n, int32_t *out);
+/* batch windows of seq + 1 tokens at starts drawn from the counter-based
+ * stream of seed, indexed by step: tokens [batch, seq] get the first seq,
+ * targets [batch, seq] the last seq. The same (seed, step) gives the same
+ * batch in any order of calls. */
+int mf_shard_sample_batch(const mf_shard *s, int64_t batch, int64_t seq, uint64_t seed, uint64_t step,
+                          int32_t *tokens, int32_t *targets);
+
+/* Sequence packing (engine/packing.c): example e is ids/labels
+ * [offsets[e], offsets[e + 1]); labels are -100 where the loss is masked.
+ * Fills rows of `length` tokens and shifted targets ([rows, length] each)
+ * and returns the row count; with tokens == NULL only counts the rows. */
+int64_t mf_pack_rows(const int32_t *ids, const int32_t *labels, const int64_t *offsets, int64_t nexamples,
+                     int64_t length, int32_t pad_id, int32_t *tokens, int32_t *targets);
+
+/* ---- HTTP client ----
+ * One HTTP(S) request through libcurl (engine/http.c). headers is a
+ * NULL-terminated list of "Key: value" lines (NULL: none); body, when not
+ * NULL, is sent as the request body. timeout_ms bounds the whole request
+ * (<= 0: no bound). Methods: GET, POST, PUT, PATCH, DELETE, HEAD; only http
+ * and https URLs, also across redirects; proxies follow curl's environment
+ * variables. Any HTTP status is a response: the call returns 0 with the
+ * status in *status, and the caller judges a 4xx or 5xx. -1 means no
+ * response came; the message is "bad URL ..." or "cannot reach URL: why"
+ * (connecting, sending or receiving failed, or the time ran out). */
+typedef int (*mf_http_chunk_fn)(void *ctx, const char *data, size_t n);
+/* Hands the response body to on_chunk piece by piece as it arrives (for
+ * server-sent events); on_chunk returns nonzero to stop the transfer early,
+ * which is not a failure. */
+int mf_http_stream(const char *method, const char *url, const char *const *headers, const void *body,
+                   size_t body_len, int64_t timeout_ms, mf_http_chunk_fn on_chunk, void *ctx, int *status);
+/* Buffers the whole body (at most 256 MiB): *response is NUL-terminated,
+ * *response_len excludes the NUL, and the caller frees it with mf_free. */
+int mf_http_request(const char *method, const char *url, const char *const *headers, const void *body,
+                    size_t body_len, int64_t timeout_ms, int *status, char **response, size_t *response_len);
+/* Sleeps the calling thread, e.g. between retries. */
+void mf_sleep_ms(int64_t ms);
 
 #endif

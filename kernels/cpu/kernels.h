@@ -126,4 +126,47 @@ double mfk_sumsq(mfk_pool *pool, const float *x, int64_t n);
 void mfk_adamw(mfk_pool *pool, float *p, const float *g, float *m, float *v, int64_t n,
                float lr, float b1, float b2, float eps, float wd, int64_t step);
 
+/* ---- quantized weights (ggml's block formats) ----
+ * A weight matrix [out, in] stored as `out` rows of in/32 blocks; each block
+ * holds 32 consecutive weights of a row and f16 scales (IEEE half bits):
+ *   Q8_0  w[j] = d * qs[j]
+ *   Q4_0  w[j] = d * ((qs[j] & 15) - 8),  w[j + 16] = d * ((qs[j] >> 4) - 8)
+ *   Q4_1  w[j] = d * (qs[j] & 15) + m,    w[j + 16] = d * (qs[j] >> 4) + m
+ * The matmul quantizes activations per block of 32 to int8 with a float
+ * scale (as llama.cpp's Q8_0/Q8_1 activations) and sums integer products
+ * per block, scaled once per block. */
+enum { MFK_QBLOCK = 32 };
+typedef enum mfk_qtype { MFK_Q8_0 = 8, MFK_Q4_0 = 2, MFK_Q4_1 = 3 } mfk_qtype; /* ggml's numbers */
+typedef struct mfk_block_q8_0 { uint16_t d; int8_t qs[32]; } mfk_block_q8_0;
+typedef struct mfk_block_q4_0 { uint16_t d; uint8_t qs[16]; } mfk_block_q4_0;
+typedef struct mfk_block_q4_1 { uint16_t d, m; uint8_t qs[16]; } mfk_block_q4_1;
+/* An activation block: x[j] ~ d * qs[j]; s = d * sum(qs) serves Q4_1's offset. */
+typedef struct mfk_block_q8_act { float d, s; int8_t qs[32]; } mfk_block_q8_act;
+
+/* Quantizes 32 floats to int8 with scale max|x|/127, rounding half away
+ * from zero (C's roundf); returns the scale (0 for an all-zero block). */
+float mfk_quantize_q8(const float *x, int8_t *qs);
+/* Bytes of one block of type; 0 for a type the matmul does not take. */
+size_t mfk_qblock_bytes(mfk_qtype type);
+/* IEEE half to float (for block scales). */
+float mfk_f16_to_f32(uint16_t h);
+/* y[rows, out] = x[rows, in] W[out, in]^T, added to y when accumulate; in is
+ * a multiple of 32. act holds rows * in/32 blocks of scratch. Work is split
+ * over output columns; each dot product sums its blocks in order, so the
+ * result does not depend on the thread count. */
+void mfk_qgemm(mfk_pool *pool, mfk_qtype type, float *y, int accumulate, const float *x,
+               const void *w, int64_t rows, int64_t out, int64_t in, mfk_block_q8_act *act);
+
+/* ---- quantized weights, transposed (kernels/cpu/quant_t.c) ----
+ * For gradients through a frozen quantized weight W [out, in] (blocks as
+ * above; in a multiple of 32). */
+/* y[rows, in] = the f32 values of W's first `rows` rows. */
+void mfk_qdequantize(mfk_qtype type, float *y, const void *w, int64_t rows, int64_t in);
+/* dx[rows, in] = dy[rows, out] W[out, in], added to dx when accumulate. W is
+ * decoded tile by tile to f32 (no activation quantization) and the tiles'
+ * products are summed in a fixed order: the bits do not depend on the
+ * thread count. */
+void mfk_qgemm_t(mfk_pool *pool, mfk_qtype type, float *dx, int accumulate, const float *dy, const void *w,
+                 int64_t rows, int64_t out, int64_t in);
+
 #endif
