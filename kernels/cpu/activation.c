@@ -15,10 +15,10 @@ typedef struct act_args {
 static inline float sigmoid(float x) { return 1.0f / (1.0f + mfk_expf(-x)); }
 
 MFK_SIMD static void swiglu_fwd_range(void *arg, int64_t i0, int64_t i1) {
-  const act_args *a = arg;
+  const act_args a = *(const act_args *)arg;
   for (int64_t i = i0; i < i1; i++) {
-    float g = a->in[i];
-    a->out[i] = g * sigmoid(g) * a->in2[i];
+    float g = a.in[i];
+    a.out[i] = g * sigmoid(g) * a.in2[i];
   }
 }
 
@@ -29,12 +29,12 @@ void mfk_swiglu_fwd(mfk_pool *pool, float *out, const float *gate, const float *
 
 /* d silu(g)/dg = s (1 + g (1 - s)) with s = sigmoid(g) */
 MFK_SIMD static void swiglu_bwd_range(void *arg, int64_t i0, int64_t i1) {
-  const act_args *a = arg;
+  const act_args a = *(const act_args *)arg;
   for (int64_t i = i0; i < i1; i++) {
-    float g = a->in[i], u = a->in2[i], dy = a->grad[i];
+    float g = a.in[i], u = a.in2[i], dy = a.grad[i];
     float s = sigmoid(g);
-    a->out[i] = dy * u * (s * (1.0f + g * (1.0f - s)));
-    a->out2[i] = dy * (g * s);
+    a.out[i] = dy * u * (s * (1.0f + g * (1.0f - s)));
+    a.out2[i] = dy * (g * s);
   }
 }
 
@@ -48,11 +48,11 @@ static const float SQRT_2_OVER_PI = 0.7978845608f, GELU_C = 0.044715f;
 static const float INV_SQRT_2 = 0.7071067812f, INV_SQRT_2PI = 0.3989422804f;
 
 static void gelu_fwd_range(void *arg, int64_t i0, int64_t i1) {
-  const act_args *a = arg;
+  const act_args a = *(const act_args *)arg;
   for (int64_t i = i0; i < i1; i++) {
-    float x = a->in[i];
-    float t = a->approx ? tanhf(SQRT_2_OVER_PI * (x + GELU_C * x * x * x)) : erff(x * INV_SQRT_2);
-    a->out[i] = 0.5f * x * (1.0f + t);
+    float x = a.in[i];
+    float t = a.approx ? tanhf(SQRT_2_OVER_PI * (x + GELU_C * x * x * x)) : erff(x * INV_SQRT_2);
+    a.out[i] = 0.5f * x * (1.0f + t);
   }
 }
 
@@ -62,17 +62,17 @@ void mfk_gelu_fwd(mfk_pool *pool, float *y, const float *x, int64_t n, int appro
 }
 
 static void gelu_bwd_range(void *arg, int64_t i0, int64_t i1) {
-  const act_args *a = arg;
+  const act_args a = *(const act_args *)arg;
   for (int64_t i = i0; i < i1; i++) {
-    float x = a->in[i], d;
-    if (a->approx) {
+    float x = a.in[i], d;
+    if (a.approx) {
       float t = tanhf(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
       float du = SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_C * x * x);
       d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
     } else {
       d = 0.5f * (1.0f + erff(x * INV_SQRT_2)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
     }
-    a->out[i] = a->grad[i] * d;
+    a.out[i] = a.grad[i] * d;
   }
 }
 

@@ -4,6 +4,12 @@
  * Elementwise kernels hand the pool fixed-size blocks rather than single
  * elements, so that a range is always worth a call, and small inputs run on
  * the calling thread, where waking workers would cost more than the work.
+ *
+ * The kernels are built with -fno-strict-aliasing, so a store through a
+ * float pointer may, for the compiler, change the argument struct the
+ * pointer came from. Range functions therefore copy their arguments into a
+ * local struct first: otherwise every field is reloaded after each store and
+ * the loop does not vectorise.
  */
 #ifndef MFK_COMMON_H
 #define MFK_COMMON_H
@@ -38,6 +44,16 @@ static inline float v16_sum(v16 x) {
   for (int w = 8; w >= 1; w /= 2)
     for (int l = 0; l < w; l++) x[l] += x[l + w];
   return x[0];
+}
+
+/* m = the larger of m and x in each lane (x where either is NaN): one
+ * blend, where a lane-by-lane loop would compile to scalar code. (Through a
+ * pointer: returning a v16 from a function of the baseline clone would change
+ * the ABI.) */
+typedef int32_t v16i __attribute__((vector_size(16 * sizeof(int32_t))));
+static inline void v16_keep_max(v16 *m, v16 x) {
+  v16i m_larger = *m > x;
+  *m = (v16)(((v16i)*m & m_larger) | ((v16i)x & ~m_larger));
 }
 
 static inline int64_t mfk_min(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -15,8 +15,8 @@ typedef struct elem_args {
 } elem_args;
 
 MFK_SIMD static void add_range(void *arg, int64_t i0, int64_t i1) {
-  const elem_args *e = arg;
-  for (int64_t i = i0; i < i1; i++) e->y[i] = e->a[i] + e->b[i];
+  const elem_args e = *(const elem_args *)arg;
+  for (int64_t i = i0; i < i1; i++) e.y[i] = e.a[i] + e.b[i];
 }
 
 void mfk_add(mfk_pool *pool, float *y, const float *a, const float *b, int64_t n) {
@@ -25,8 +25,8 @@ void mfk_add(mfk_pool *pool, float *y, const float *a, const float *b, int64_t n
 }
 
 MFK_SIMD static void axpy_range(void *arg, int64_t i0, int64_t i1) {
-  const elem_args *e = arg;
-  for (int64_t i = i0; i < i1; i++) e->y[i] += e->alpha * e->a[i];
+  const elem_args e = *(const elem_args *)arg;
+  for (int64_t i = i0; i < i1; i++) e.y[i] += e.alpha * e.a[i];
 }
 
 void mfk_axpy(mfk_pool *pool, float *y, float alpha, const float *x, int64_t n) {
@@ -35,8 +35,8 @@ void mfk_axpy(mfk_pool *pool, float *y, float alpha, const float *x, int64_t n) 
 }
 
 MFK_SIMD static void scale_range(void *arg, int64_t i0, int64_t i1) {
-  const elem_args *e = arg;
-  for (int64_t i = i0; i < i1; i++) e->y[i] *= e->alpha;
+  const elem_args e = *(const elem_args *)arg;
+  for (int64_t i = i0; i < i1; i++) e.y[i] *= e.alpha;
 }
 
 void mfk_scale(mfk_pool *pool, float *x, float alpha, int64_t n) {
@@ -45,9 +45,9 @@ void mfk_scale(mfk_pool *pool, float *x, float alpha, int64_t n) {
 }
 
 MFK_SIMD static void bias_rows(void *arg, int64_t r0, int64_t r1) {
-  const elem_args *e = arg;
+  const elem_args e = *(const elem_args *)arg;
   for (int64_t r = r0; r < r1; r++)
-    for (int64_t j = 0; j < e->d; j++) e->y[r * e->d + j] += e->a[j];
+    for (int64_t j = 0; j < e.d; j++) e.y[r * e.d + j] += e.a[j];
 }
 
 void mfk_bias_fwd(mfk_pool *pool, float *y, const float *bias, int64_t rows, int64_t d) {
@@ -58,13 +58,13 @@ void mfk_bias_fwd(mfk_pool *pool, float *y, const float *bias, int64_t rows, int
 /* Columns [c0, c1) summed over all rows in row order, in double. */
 MFK_SIMD static void bias_grad_cols(void *arg, int64_t c0, int64_t c1) {
   enum { COLS = 64 };
-  const elem_args *e = arg;
+  const elem_args e = *(const elem_args *)arg;
   for (int64_t s = c0; s < c1; s += COLS) {
     int64_t width = mfk_min(COLS, c1 - s);
     double acc[COLS] = { 0 };
-    for (int64_t r = 0; r < e->rows; r++)
-      for (int64_t c = 0; c < width; c++) acc[c] += e->a[r * e->d + s + c];
-    for (int64_t c = 0; c < width; c++) e->y[s + c] += (float)acc[c];
+    for (int64_t r = 0; r < e.rows; r++)
+      for (int64_t c = 0; c < width; c++) acc[c] += e.a[r * e.d + s + c];
+    for (int64_t c = 0; c < width; c++) e.y[s + c] += (float)acc[c];
   }
 }
 
@@ -77,14 +77,14 @@ typedef struct sumsq_args { const float *x; int64_t n; } sumsq_args;
 
 MFK_SIMD static double block_sumsq(void *arg, int64_t block) {
   enum { LANES = 8 };
-  const sumsq_args *s = arg;
-  int64_t i0 = block * MFK_BLOCK, i1 = mfk_min(i0 + MFK_BLOCK, s->n);
+  const sumsq_args s = *(const sumsq_args *)arg;
+  int64_t i0 = block * MFK_BLOCK, i1 = mfk_min(i0 + MFK_BLOCK, s.n);
   double lane[LANES] = { 0 };
   int64_t i = i0;
   for (; i + LANES <= i1; i += LANES)
-    for (int l = 0; l < LANES; l++) lane[l] += (double)s->x[i + l] * s->x[i + l];
+    for (int l = 0; l < LANES; l++) lane[l] += (double)s.x[i + l] * s.x[i + l];
   double total = 0;
-  for (; i < i1; i++) total += (double)s->x[i] * s->x[i];
+  for (; i < i1; i++) total += (double)s.x[i] * s.x[i];
   for (int l = 0; l < LANES; l++) total += lane[l];
   return total;
 }

@@ -97,6 +97,42 @@ static void test_layernorm(int with_bias) {
   free_probe(&p), free(dx), free(dw), free(db);
 }
 
+/* Rows wider than one slice of weight-gradient columns and than the
+ * vector lanes of the row sums, with tails of both, against double
+ * references of the analytic gradients. */
+static void test_norms_wide(void) {
+  enum { R = 5, W = 45 };
+  float *x = kt_random(R * W, 2.0f), *w = kt_random(W, 1.0f), *dy = kt_random(R * W, 1.0f);
+  float y[R * W], dx[R * W], rstd[R], mean[R], dw[W] = { 0 }, db[W] = { 0 };
+  double want_dx[R * W], want_dw[W] = { 0 }, want_db[W] = { 0 };
+  mfk_rmsnorm_fwd(NULL, y, rstd, x, w, R, W, 1e-5f);
+  mfk_rmsnorm_bwd(NULL, dx, dw, dy, x, w, rstd, R, W);
+  for (int i = 0; i < R; i++) {
+    double ss = 0, dot = 0;
+    for (int j = 0; j < W; j++) ss += (double)x[i * W + j] * x[i * W + j];
+    double r = 1.0 / sqrt(ss / W + 1e-5);
+    for (int j = 0; j < W; j++) dot += (double)dy[i * W + j] * w[j] * x[i * W + j];
+    for (int j = 0; j < W; j++) {
+      want_dx[i * W + j] = r * (w[j] * dy[i * W + j] - x[i * W + j] * r * r * dot / W);
+      want_dw[j] += dy[i * W + j] * x[i * W + j] * r;
+    }
+  }
+  kt_close("rmsnorm dx, width 45", dx, want_dx, R * W, 1e-5, 1e-6);
+  kt_close("rmsnorm dw, width 45", dw, want_dw, W, 1e-5, 1e-6);
+  memset(dw, 0, sizeof dw);
+  memset(want_dw, 0, sizeof want_dw);
+  mfk_layernorm_fwd(NULL, y, mean, rstd, x, w, NULL, R, W, 1e-5f);
+  mfk_layernorm_bwd(NULL, NULL, dw, db, dy, x, w, mean, rstd, R, W);
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < W; j++) {
+      want_dw[j] += dy[i * W + j] * ((double)x[i * W + j] - mean[i]) * rstd[i];
+      want_db[j] += dy[i * W + j];
+    }
+  kt_close("layernorm dw, width 45", dw, want_dw, W, 1e-5, 1e-6);
+  kt_close("layernorm db, width 45", db, want_db, W, 1e-6, 1e-6);
+  free(x), free(w), free(dy);
+}
+
 /* Forward against a double reference for rows at positions pos. */
 static void check_rope_fwd(const char *what, const int32_t *pos, int rows, int heads, int hd) {
   int64_t n = (int64_t)rows * heads * hd;
@@ -189,6 +225,32 @@ static void test_xent(void) {
   mfk_xent(NULL, d, p.x, targets, N, D, -100, 1.0f, &count);
   grad_check("xent dlogits vs d(sum of losses) (rel 1e-3)", &p, p.x, d, N * D, 1e-3, 1e-4);
   free_probe(&p), free(d), free(alias);
+}
+
+/* A vocabulary of several exp chunks and a ragged tail, logits spread
+ * wide, one row ignored; in place too. */
+static void test_xent_wide(void) {
+  enum { R = 4, V = 1037 };
+  float *x = kt_random(R * V, 12.0f), *d = malloc(R * V * 4);
+  int32_t targets[R] = { 1036, 0, -100, 517 };
+  double want = 0, *want_d = kt_doubles(R * V);
+  int64_t count;
+  double loss = mfk_xent(NULL, d, x, targets, R, V, -100, 0.5f, &count);
+  for (int i = 0; i < R; i++) {
+    if (targets[i] == -100) continue;
+    const float *row = x + i * V;
+    double mx = -INFINITY, sum = 0;
+    for (int j = 0; j < V; j++) mx = fmax(mx, row[j]);
+    for (int j = 0; j < V; j++) sum += exp(row[j] - mx);
+    for (int j = 0; j < V; j++) want_d[i * V + j] = 0.5 * (exp(row[j] - mx) / sum - (j == targets[i]));
+    want += log(sum) + mx - row[targets[i]];
+  }
+  KT_CHECK(count == 3, "xent (vocab 1037) counted %lld rows, expected 3", (long long)count);
+  KT_CHECK(fabs(loss - want) <= 1e-6 * fabs(want), "xent (vocab 1037) loss %.9g, expected %.9g", loss, want);
+  kt_close("xent dlogits, vocab 1037", d, want_d, R * V, 1e-5, 1e-9);
+  double again = mfk_xent(NULL, x, x, targets, R, V, -100, 0.5f, &count);
+  KT_CHECK(again == loss && memcmp(x, d, R * V * 4) == 0, "xent (vocab 1037) in place differs");
+  free(x), free(d), free(want_d);
 }
 
 static void test_embedding(void) {
@@ -316,11 +378,13 @@ static void test_same_bits(void) {
 
 int main(void) {
   test_rmsnorm();
+  test_norms_wide();
   test_layernorm(1);
   test_layernorm(0);
   test_rope();
   test_activations();
   test_xent();
+  test_xent_wide();
   test_embedding();
   test_elementwise();
   test_adamw();
