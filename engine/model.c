@@ -145,6 +145,8 @@ void mf_model_free(mf_model *m) {
   free(m->arena.layers);
   free(m->values);
   free(m->grads);
+  free(m->quant_data);
+  mf_lora_free(m->lora);
   free(m->params);
   free(m->layers);
   free(m);
@@ -158,18 +160,42 @@ const char *mf_model_param_name(const mf_model *m, int i) {
   return m->params[i].name;
 }
 
+int mf_model_nall(const mf_model *m) { return m->nparams + (m->lora ? m->lora->nparams : 0); }
+
+mf_param *mf_model_at(const mf_model *m, int i) {
+  return i < m->nparams ? &m->params[i] : &m->lora->params[i - m->nparams];
+}
+
 mf_param *mf_model_find(const mf_model *m, const char *name) {
-  for (int i = 0; i < m->nparams; i++)
-    if (strcmp(m->params[i].name, name) == 0) return &m->params[i];
+  for (int i = 0; i < mf_model_nall(m); i++)
+    if (strcmp(mf_model_at(m, i)->name, name) == 0) return mf_model_at(m, i);
   return mf_fail_null("model: no parameter named '%s'", name);
 }
 
+/* Frozen parameters get no room: a LoRA run keeps gradients of the
+ * adapters alone. */
 int mf_model_ensure_grads(mf_model *m) {
   if (m->grads) return 0;
-  m->grads = calloc((size_t)m->nvalues, sizeof(float));
+  int64_t n = 0;
+  for (int i = 0; i < mf_model_nall(m); i++)
+    if (!mf_model_at(m, i)->frozen) n += mf_tensor_numel(&mf_model_at(m, i)->value);
+  m->grads = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
   if (!m->grads) return mf_fail("model: out of memory for gradients");
-  for (int i = 0; i < m->nparams; i++) m->params[i].grad.data = m->grads + m->params[i].offset;
+  m->ngrads = n;
+  float *next = m->grads;
+  for (int i = 0; i < mf_model_nall(m); i++) {
+    mf_param *p = mf_model_at(m, i);
+    p->grad.data = p->frozen ? NULL : next;
+    if (!p->frozen) next += mf_tensor_numel(&p->value);
+  }
   return 0;
+}
+
+void mf_model_drop_grads(mf_model *m) {
+  free(m->grads);
+  m->grads = NULL;
+  m->ngrads = 0;
+  for (int i = 0; i < mf_model_nall(m); i++) mf_model_at(m, i)->grad.data = NULL;
 }
 
 mf_tensor *mf_model_param(mf_model *m, const char *name) {
@@ -179,12 +205,13 @@ mf_tensor *mf_model_param(mf_model *m, const char *name) {
 
 mf_tensor *mf_model_grad(mf_model *m, const char *name) {
   mf_param *p = mf_model_find(m, name);
+  if (p && p->frozen) return mf_fail_null("model: parameter '%s' is frozen (it has no gradient)", name);
   if (!p || mf_model_ensure_grads(m)) return NULL;
   return &p->grad;
 }
 
 void mf_model_zero_grad(mf_model *m) {
-  if (m->grads) memset(m->grads, 0, (size_t)m->nvalues * sizeof(float));
+  if (m->grads) memset(m->grads, 0, (size_t)m->ngrads * sizeof(float));
 }
 
 /* ---- layers ---- */
@@ -192,22 +219,28 @@ void mf_model_zero_grad(mf_model *m) {
 void mf_linear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
                    const mf_param *b, int64_t rows) {
   int64_t out = w->value.shape[0], in = w->value.shape[1];
-  mfk_gemm(pool, 0, 1, rows, out, in, 1.0f, x, in, mf_pv(w), in, accumulate ? 1.0f : 0.0f, y, out);
+  if (w->quant) mf_qlinear_fwd(pool, y, accumulate, x, w, rows);
+  else mfk_gemm(pool, 0, 1, rows, out, in, 1.0f, x, in, mf_pv(w), in, accumulate ? 1.0f : 0.0f, y, out);
   if (b) mfk_bias_fwd(pool, y, mf_pv(b), rows, out);
+  if (w->lora) mf_lora_fwd(pool, y, x, w->lora, rows);
 }
 
 void mf_linear_bwd(mfk_pool *pool, float *dx, int accumulate, const float *dy, const float *x,
                    const mf_param *w, const mf_param *b, int64_t rows) {
   int64_t out = w->value.shape[0], in = w->value.shape[1];
-  mfk_gemm(pool, 0, 0, rows, in, out, 1.0f, dy, out, mf_pv(w), in, accumulate ? 1.0f : 0.0f, dx, in);
-  mfk_gemm(pool, 1, 0, out, in, rows, 1.0f, dy, out, x, in, 1.0f, mf_pg(w), in);
-  if (b) mfk_bias_bwd(pool, mf_pg(b), dy, rows, out);
+  if (w->quant) mfk_qgemm_t(pool, (mfk_qtype)w->quant_type, dx, accumulate, dy, w->quant, rows, out, in);
+  else mfk_gemm(pool, 0, 0, rows, in, out, 1.0f, dy, out, mf_pv(w), in, accumulate ? 1.0f : 0.0f, dx, in);
+  /* A frozen parameter has no gradient, and its product is skipped. */
+  if (mf_pg(w)) mfk_gemm(pool, 1, 0, out, in, rows, 1.0f, dy, out, x, in, 1.0f, mf_pg(w), in);
+  if (b && mf_pg(b)) mfk_bias_bwd(pool, mf_pg(b), dy, rows, out);
+  if (w->lora) mf_lora_bwd(pool, dx, dy, x, w->lora, rows);
 }
 
 /* Attention of the new rows: over themselves in training; in decoding, over
  * the cache after appending their keys and values. The cache keeps each
  * sequence's positions contiguous, so attention runs one sequence at a
- * time with the cache's row stride. */
+ * time with the cache's row stride; row group b belongs to sequence
+ * c->slots[b], at that sequence's own length. */
 static void attend(const mf_model *m, int l, const mf_layer_acts *a, int64_t B, int64_t Tq,
                    mf_kv_cache *c) {
   const mf_model_config *cfg = &m->cfg;
@@ -218,12 +251,13 @@ static void attend(const mf_model *m, int l, const mf_layer_acts *a, int64_t B, 
     return;
   }
   for (int64_t b = 0; b < B; b++) {
-    int64_t seq = ((int64_t)l * c->batch + b) * c->max_len * kvd;
+    int64_t s = c->slots[b], len = c->len[s];
+    int64_t seq = ((int64_t)l * c->batch + s) * c->max_len * kvd;
     float *k = c->k + seq, *v = c->v + seq;
-    memcpy(k + c->len * kvd, a->k + b * Tq * kvd, (size_t)(Tq * kvd) * sizeof(float));
-    memcpy(v + c->len * kvd, a->v + b * Tq * kvd, (size_t)(Tq * kvd) * sizeof(float));
+    memcpy(k + len * kvd, a->k + b * Tq * kvd, (size_t)(Tq * kvd) * sizeof(float));
+    memcpy(v + len * kvd, a->v + b * Tq * kvd, (size_t)(Tq * kvd) * sizeof(float));
     mfk_attention_fwd(mf_pool(), a->att + b * Tq * qd, NULL, a->q + b * Tq * qd, k, v, 1, Tq,
-                      c->len + Tq, Hq, Hkv, hd, kvd);
+                      len + Tq, Hq, Hkv, hd, kvd);
   }
 }
 
@@ -285,6 +319,7 @@ static void layout_train(mf_model *m, mf_carver *c, int64_t rows) {
   int64_t kvd = (int64_t)cfg->num_key_value_heads * cfg->head_dim;
   for (int l = 0; l < L; l++) mf_layout_acts(m, c, rows, &A->layers[l], 1);
   A->layers[L].x = mf_take(c, rows * D);
+  A->head_x = mf_take(c, rows * D);
   A->final_rstd = mf_take(c, rows);
   A->final_xn = mf_take(c, rows * D);
   A->logits = mf_take(c, rows * cfg->vocab_size);
@@ -307,7 +342,7 @@ static int reserve_train(mf_model *m, int64_t rows) {
   free(A->block);
   free(A->ints);
   A->block = malloc((size_t)c.used * sizeof(float));
-  A->ints = malloc((size_t)rows * 3 * sizeof(int32_t));
+  A->ints = malloc((size_t)rows * 4 * sizeof(int32_t));
   A->cap_rows = 0;
   if (!A->block || !A->ints)
     return mf_fail("model: out of memory for the activations of %lld tokens", (long long)rows);
@@ -316,6 +351,7 @@ static int reserve_train(mf_model *m, int64_t rows) {
   A->tokens = A->ints;
   A->targets = A->ints + rows;
   A->pos = A->ints + 2 * rows;
+  A->head_rows = A->ints + 3 * rows;
   A->cap_rows = rows;
   return 0;
 }
@@ -341,7 +377,8 @@ static int forward_train(mf_model *m, const int32_t *tokens, int64_t B, int64_t 
   int64_t rows = B * T;
   m->loss_ready = 0;
   if (B <= 0 || T <= 0) return mf_fail("model: empty batch [%lld, %lld]", (long long)B, (long long)T);
-  if (mf_check_ids(m, tokens, B, T, "token", 0) || reserve_train(m, rows)) return -1;
+  if (mf_check_ids(m, tokens, B, T, "token", 0) || reserve_train(m, rows) || mf_lora_begin(m, rows, 1))
+    return -1;
   A->B = B;
   A->T = T;
   memcpy(A->tokens, tokens, (size_t)rows * sizeof(int32_t));
@@ -349,14 +386,28 @@ static int forward_train(mf_model *m, const int32_t *tokens, int64_t B, int64_t 
 
   mfk_embedding_fwd(pool, A->layers[0].x, mf_pv(m->embed), A->tokens, rows, cfg->hidden_size);
   for (int l = 0; l < L; l++) mf_layer_forward(m, l, &A->layers[l], A->layers[l + 1].x, A->pos, B, T, NULL);
-  mfk_rmsnorm_fwd(pool, A->final_xn, A->final_rstd, A->layers[L].x, mf_pv(m->final_norm), rows,
-                  cfg->hidden_size, (float)cfg->rms_norm_eps);
-  mf_linear_fwd(pool, A->logits, 0, A->final_xn, m->lm_head, NULL, rows);
   return 0;
+}
+
+/* The final norm and the LM head over the n rows listed in head_rows. */
+static void head_forward(mf_model *m, int64_t n) {
+  const mf_model_config *cfg = &m->cfg;
+  mf_train_arena *A = &m->arena;
+  mfk_pool *pool = mf_pool();
+  int64_t D = cfg->hidden_size;
+  const float *x = A->layers[cfg->num_hidden_layers].x;
+  for (int64_t i = 0; i < n; i++)
+    memcpy(A->head_x + i * D, x + (int64_t)A->head_rows[i] * D, (size_t)D * sizeof(float));
+  mfk_rmsnorm_fwd(pool, A->final_xn, A->final_rstd, A->head_x, mf_pv(m->final_norm), n, D,
+                  (float)cfg->rms_norm_eps);
+  mf_linear_fwd(pool, A->logits, 0, A->final_xn, m->lm_head, NULL, n);
+  A->nhead = n;
 }
 
 mf_tensor *mf_model_forward(mf_model *m, const int32_t *tokens, int64_t B, int64_t T) {
   if (forward_train(m, tokens, B, T)) return NULL;
+  for (int64_t i = 0; i < B * T; i++) m->arena.head_rows[i] = (int32_t)i;
+  head_forward(m, B * T);
   int64_t shape[3] = {B, T, m->cfg.vocab_size};
   mf_tensor *logits = mf_tensor_new(MF_F32, 3, shape);
   if (logits) memcpy(logits->data, m->arena.logits, mf_tensor_nbytes(logits));
@@ -367,12 +418,18 @@ int mf_model_loss(mf_model *m, const int32_t *tokens, const int32_t *targets, in
                   double *loss) {
   if (forward_train(m, tokens, B, T) || mf_check_ids(m, targets, B, T, "target", 1)) return -1;
   mf_train_arena *A = &m->arena;
-  int64_t rows = B * T, counted = 0;
-  for (int64_t i = 0; i < rows; i++) counted += targets[i] != IGNORE_INDEX;
+  int64_t counted = 0;
+  /* Only positions with a target reach the head: with a masked prompt most
+   * of the LM head's work, forward and backward, is never done. */
+  for (int64_t i = 0; i < B * T; i++)
+    if (targets[i] != IGNORE_INDEX) {
+      A->head_rows[counted] = (int32_t)i;
+      A->targets[counted++] = targets[i];
+    }
   if (counted == 0) return mf_fail("loss: every target is -100, nothing to score");
-  memcpy(A->targets, targets, (size_t)rows * sizeof(int32_t));
+  head_forward(m, counted);
   /* The logits become d(loss)/d(logits) in place: backward needs no more. */
-  double sum = mfk_xent(mf_pool(), A->logits, A->logits, A->targets, rows, m->cfg.vocab_size,
+  double sum = mfk_xent(mf_pool(), A->logits, A->logits, A->targets, counted, m->cfg.vocab_size,
                         IGNORE_INDEX, 1.0f / (float)counted, &counted);
   *loss = sum / (double)counted;
   if (!isfinite(*loss))
@@ -415,18 +472,28 @@ static void layer_backward(mf_model *m, int l) {
 
 int mf_model_backward(mf_model *m) {
   if (!m->loss_ready) return mf_fail("backward: no loss to differentiate (call loss first, once per backward)");
+  for (int i = 0; i < m->nparams; i++)
+    if (m->params[i].quant && !m->params[i].frozen)
+      return mf_fail("backward: '%s' runs on quantized weights and is trainable; add LoRA adapters "
+                     "(they freeze the base) or load the model with keep_quantized off to train",
+                     m->params[i].name);
+  if (m->lora && m->lora->merged)
+    return mf_fail("backward: the LoRA adapters are merged into the base; unmerge them to train");
   if (mf_model_ensure_grads(m)) return -1;
   const mf_model_config *cfg = &m->cfg;
   mf_train_arena *A = &m->arena;
   mfk_pool *pool = mf_pool();
   int L = cfg->num_hidden_layers;
-  int64_t rows = A->B * A->T, D = cfg->hidden_size;
+  int64_t rows = A->B * A->T, D = cfg->hidden_size, n = A->nhead;
 
-  mf_linear_bwd(pool, A->dxn, 0, A->logits, A->final_xn, m->lm_head, NULL, rows);
-  mfk_rmsnorm_bwd(pool, A->dres, mf_pg(m->final_norm), A->dxn, A->layers[L].x, mf_pv(m->final_norm),
-                  A->final_rstd, rows, D);
+  mf_linear_bwd(pool, A->dxn, 0, A->logits, A->final_xn, m->lm_head, NULL, n);
+  mfk_rmsnorm_bwd(pool, A->dtmp, mf_pg(m->final_norm), A->dxn, A->head_x, mf_pv(m->final_norm),
+                  A->final_rstd, n, D);
+  memset(A->dres, 0, (size_t)(rows * D) * sizeof(float));
+  for (int64_t i = 0; i < n; i++)
+    memcpy(A->dres + (int64_t)A->head_rows[i] * D, A->dtmp + i * D, (size_t)D * sizeof(float));
   for (int l = L - 1; l >= 0; l--) layer_backward(m, l);
-  mfk_embedding_bwd(pool, mf_pg(m->embed), A->dres, A->tokens, rows, D);
+  if (mf_pg(m->embed)) mfk_embedding_bwd(pool, mf_pg(m->embed), A->dres, A->tokens, rows, D);
   m->loss_ready = 0;
   m->backward_steps++;
   return 0;

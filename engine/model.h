@@ -24,9 +24,13 @@ typedef enum mf_init { MF_INIT_NORMAL, MF_INIT_ONES, MF_INIT_ZEROS } mf_init;
 typedef struct mf_param {
   char name[MF_PARAM_NAME_MAX];
   mf_tensor value;  /* views mf_model.values */
-  mf_tensor grad;   /* views mf_model.grads; data is NULL until gradients exist */
-  int64_t offset;   /* in floats, into both blocks */
+  mf_tensor grad;   /* views mf_model.grads; data is NULL until gradients exist and when frozen */
+  int64_t offset;   /* in floats, into the block holding the value */
   mf_init init;     /* for mf_model_new */
+  const void *quant; /* a weight kept in ggml blocks (model_gguf.c), or NULL */
+  int quant_type;    /* their mfk_qtype */
+  int frozen;        /* no gradient: backward skips this parameter's products */
+  struct mf_lora *lora; /* the adapter added to this linear weight's output, or NULL */
 } mf_param;
 
 /* A parameter as a module declares it: name, shape and initialisation. */
@@ -100,11 +104,15 @@ void mf_layout_acts(const mf_model *m, mf_carver *c, int64_t rows, mf_layer_acts
 
 /* Keys and values of every past position, per layer and sequence, plus the
  * decoding step's activations (sized for cap_rows new tokens, grown only
- * when a longer chunk comes). */
+ * when a longer chunk comes). Each sequence has its own length, so one step
+ * can advance sequences that started from prompts of different lengths. */
 struct mf_kv_cache {
-  int64_t batch, max_len, len, kv_dim;
+  int64_t batch, max_len, kv_dim;
   int layers;
   float *k, *v;  /* [layers, batch, max_len, kv_dim] */
+  int64_t *len;  /* [batch]: positions held by each sequence */
+  int64_t *all;  /* [batch]: 0, 1, ..., batch - 1 */
+  const int64_t *slots;  /* the sequences the running step feeds, in row order */
   float *block;
   int32_t *pos;
   int64_t cap_rows;
@@ -121,7 +129,11 @@ typedef struct mf_train_arena {
   int64_t B, T;
   int32_t *tokens, *targets, *pos;
   mf_layer_acts *layers;  /* num_hidden_layers + final residual in layers[L].x */
-  float *final_rstd, *final_xn, *logits;
+  /* The final norm and LM head run on the rows head_rows lists (those with
+   * a target when scoring a loss), gathered into head_x. */
+  int32_t *head_rows;
+  int64_t nhead;
+  float *head_x, *final_rstd, *final_xn, *logits;
   float *dres, *dtmp, *dxn, *dq, *dk, *dv, *datt, *ffn_scratch;
 } mf_train_arena;
 
@@ -136,6 +148,10 @@ struct mf_model {
   mf_train_arena arena;
   int loss_ready;         /* the arena holds dlogits for backward */
   int64_t backward_steps; /* completed backward passes, for messages */
+  void *quant_data;       /* the blocks of quantized parameters, or NULL */
+  int64_t ngrads;         /* floats in grads: the trainable parameters' */
+  struct mf_lora_set *lora; /* LoRA adapters (lora.c), or NULL */
+  int training;           /* adapter dropout applies (mf_model_set_train) */
 };
 
 static inline float *mf_pv(const mf_param *p) { return (float *)p->value.data; }
@@ -144,6 +160,9 @@ static inline float *mf_pg(const mf_param *p) { return (float *)p->grad.data; }
 /* y[rows, out] = x[rows, in] W[out, in]^T (+ b), added to y when accumulate */
 void mf_linear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
                    const mf_param *b, int64_t rows);
+/* mf_linear_fwd of a weight held in blocks (w->quant), in model_gguf.c. */
+void mf_qlinear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
+                    int64_t rows);
 /* dx = dy W (accumulating into dx when accumulate), dW += dy^T x, db += colsum(dy) */
 void mf_linear_bwd(mfk_pool *pool, float *dx, int accumulate, const float *dy, const float *x,
                    const mf_param *w, const mf_param *b, int64_t rows);
@@ -160,12 +179,68 @@ void mf_layer_forward(const mf_model *m, int l, const mf_layer_acts *a, float *o
 int mf_check_ids(const mf_model *m, const int32_t *ids, int64_t B, int64_t T, const char *what,
                  int allow_ignore);
 
-/* Gradient block (zeroed) if absent. */
+/* Gradient block (zeroed) if absent, holding the trainable parameters'
+ * gradients; frozen ones keep grad.data NULL. */
 int mf_model_ensure_grads(mf_model *m);
+/* Drops the gradient block, for when the set of trainable parameters changes. */
+void mf_model_drop_grads(mf_model *m);
+/* Every parameter: the base model's (index < nparams), then the adapters'. */
+int mf_model_nall(const mf_model *m);
+mf_param *mf_model_at(const mf_model *m, int i);
 
 /* The model skeleton for cfg: parameters declared and allocated, values
  * uninitialised. */
 mf_model *mf_model_alloc(const mf_model_config *cfg);
 mf_param *mf_model_find(const mf_model *m, const char *name);
+
+/* ---- LoRA (lora.c) ----
+ * An adapter adds scale * dropout(x) A^T B^T to a linear weight's output,
+ * A [r, in] and B [out, r] being parameters of the model. Dropout (training
+ * passes only) keeps x[i, j] when the counter-based draw at i*in + j of the
+ * adapter's stream for this pass is >= p, and scales kept values by 1/(1-p);
+ * the mask is redrawn in backward, never stored. */
+typedef struct mf_lora {
+  mf_param *w, *a, *b;  /* the adapted weight, lora_A, lora_B */
+  float scale;
+  uint64_t stream;      /* dropout stream of this adapter */
+  float *h;             /* [rows, r]: dropout(x) A^T of the last forward */
+  struct mf_lora_set *set;
+} mf_lora;
+
+typedef struct mf_lora_set {
+  int r;
+  double alpha, dropout;
+  int rslora;
+  uint64_t seed;
+  unsigned targets;     /* bit t: target module t of lora.c's list */
+  int nadapters, nparams;
+  mf_lora *adapters;    /* in layer order, targets in list order */
+  mf_param *params;     /* lora_A, lora_B of each adapter */
+  float *values;
+  int merged;           /* B A is folded into the weights: adapters off */
+  int dropout_on;       /* the running pass applies dropout */
+  uint64_t pass;        /* keys this pass's dropout masks */
+  int64_t cap_rows, max_in;
+  float *block;         /* every adapter's h, then the scratch below */
+  float *xd, *dh;       /* [rows, max_in] and [rows, r] */
+} mf_lora_set;
+
+/* y += the adapter's term for rows of x. */
+void mf_lora_fwd(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t rows);
+/* dx += its input gradient; lora_A and lora_B gradients accumulate. */
+void mf_lora_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, const mf_lora *a, int64_t rows);
+/* Readies the adapters for a pass over rows tokens: buffers, and dropout
+ * when training (and the model is in training mode). A pass that is not
+ * training (decoding) overwrites what backward needs: it cancels a pending
+ * loss. No-op without adapters. */
+int mf_lora_begin(mf_model *m, int64_t rows, int training);
+void mf_lora_free(mf_lora_set *s);
+/* Removes the adapters and unfreezes the base (undoing a failed load). */
+void mf_lora_remove(mf_model *m);
+
+/* GGUF names and row order (model_gguf.c), shared with GGUF LoRA files:
+ * llama.cpp's name of an HF parameter, and the GGUF row holding HF row r. */
+int mf_gguf_param_name(const char *hf, char *buf, size_t n);
+int64_t mf_gguf_param_row(const mf_model_config *cfg, const char *hf, int64_t r);
 
 #endif

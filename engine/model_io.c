@@ -105,6 +105,8 @@ static int model_dir(const char *path, char *dir, size_t n) {
 
 mf_model *mf_model_load(const char *path) {
   char dir[4096], file[4200];
+  size_t n = strlen(path);
+  if (n > 5 && !strcmp(path + n - 5, ".gguf")) return mf_model_load_gguf(path, 1);
   if (model_dir(path, dir, sizeof dir)) return NULL;
   snprintf(file, sizeof file, "%s/config.json", dir);
   char *text = read_text(file);

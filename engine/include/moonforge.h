@@ -162,7 +162,8 @@ void mf_model_zero_grad(mf_model *m);
  * positions (max_len <= 0: max_position_embeddings). mf_model_decode runs
  * tokens [batch, n] at positions len..len+n-1 of every sequence, appends
  * their keys and values, and writes the logits of the last new position of
- * each sequence into logits [batch, vocab]. */
+ * each sequence into logits [batch, vocab]. mf_kv_cache_len is the length
+ * of sequence 0 (mf_model_decode advances them all alike). */
 typedef struct mf_kv_cache mf_kv_cache;
 mf_kv_cache *mf_kv_cache_new(const mf_model *m, int64_t batch, int64_t max_len);
 void mf_kv_cache_free(mf_kv_cache *c);
@@ -170,30 +171,47 @@ int64_t mf_kv_cache_len(const mf_kv_cache *c);
 void mf_kv_cache_reset(mf_kv_cache *c);
 int mf_model_decode(mf_model *m, mf_kv_cache *c, const int32_t *tokens, int64_t n, float *logits);
 
-/* Generation from one prompt. temperature <= 0 is greedy (ties go to the
- * lowest id); otherwise sampling from softmax(logits / temperature) limited
- * to the top_k ids (0: all) and to the smallest set whose probability
- * reaches top_p (1: all), drawing from the counter-based stream of seed.
- * Stops after max_tokens, at eos_token_id (unless ignore_eos) or at any of
- * stop_ids; the stopping id is included in the output. on_token, when set,
- * sees every new id as it is chosen; returning nonzero stops generation. */
-typedef int (*mf_token_fn)(void *ctx, int32_t id);
+/* Generation. temperature <= 0 is greedy (ties go to the lowest id);
+ * otherwise sampling from softmax(logits / temperature) limited to the
+ * top_k ids (0: all) and to the smallest set whose probability reaches
+ * top_p (1: all). repetition_penalty (<= 0 or 1: off) first scales, as
+ * transformers does, the logit of every id already in the sequence (prompt
+ * and generated, each id once): divided by it when positive, multiplied
+ * otherwise. A sequence stops after max_tokens, at eos_token_id (unless
+ * ignore_eos) or at any of stop_ids; the stopping id is included in the
+ * output. on_token, when set, sees every new id of sequence seq (0-based)
+ * as it is chosen; returning nonzero stops that sequence. */
+typedef int (*mf_token_fn)(void *ctx, int64_t seq, int32_t id);
 typedef struct mf_generate_opts {
   int max_tokens;
   double temperature;
   int top_k;
   double top_p;
+  double repetition_penalty;
   uint64_t seed;
   const int32_t *stop_ids;
   int nstop;
   int ignore_eos;
-  int64_t max_len;  /* KV cache length; <= 0: max_position_embeddings */
+  int64_t max_len;  /* KV cache length per sequence; <= 0: longest prompt + max_tokens */
+  int max_batch;    /* sequences decoded together; <= 0: 16 */
   mf_token_fn on_token;
   void *ctx;
 } mf_generate_opts;
 /* Writes up to opts->max_tokens ids into out and returns their number, or -1. */
 int mf_model_generate(mf_model *m, const int32_t *prompt, int64_t n, const mf_generate_opts *opts,
                       int32_t *out);
+/* Several prompts at once: prompt s is prompts[offsets[s], offsets[s + 1]).
+ * The prefix all prompts share is computed once; the rest of each prompt
+ * is prefilled in one forward pass over its tokens; then every unfinished
+ * sequence advances one token per step in one batched forward pass, and a
+ * finished one hands its place to the next prompt. Sequence s writes its
+ * ids to out + s * max_tokens and their number to counts[s]. Sampling draws
+ * from the counter-based stream of (seed, s), so a sequence's ids depend
+ * neither on the other prompts nor on max_batch or the thread count (on
+ * f32 weights, up to the last bits of the logits: see engine/generate.c).
+ * Returns 0 or -1. */
+int mf_model_generate_batch(mf_model *m, const int32_t *prompts, const int64_t *offsets, int64_t nseq,
+                            const mf_generate_opts *opts, int32_t *out, int32_t *counts);
 
 /* AdamW over a model's parameters (PyTorch's algorithm and defaults:
  * betas 0.9/0.999, eps 1e-8, weight_decay 0.01). names selects a subset
@@ -213,6 +231,16 @@ int64_t mf_optim_steps(const mf_optim *o);
  * max_norm / (norm + 1e-6) as torch.nn.utils.clip_grad_norm_ does. Returns
  * the norm before clipping. */
 double mf_optim_clip_grad_norm(mf_optim *o, double max_norm);
+/* Multiplies the optimizer's gradients by factor (averaging accumulated
+ * micro-batches). */
+void mf_optim_scale_grad(mf_optim *o, double factor);
+/* The training state (the step count, first and second moments, and the
+ * model's count of backward passes, which keys LoRA dropout) as a
+ * safetensors file written atomically, and back into an optimizer over the
+ * same parameters (engine/optim.c gives the layout). Load checks every
+ * tensor before it changes anything. */
+int mf_optim_save(const mf_optim *o, const char *path);
+int mf_optim_load(mf_optim *o, const char *path);
 
 /* ---- GGUF ----
  * Reading GGUF v2/v3 files (llama.cpp's format). Open memory-maps the file
@@ -396,5 +424,129 @@ int mf_http_request(const char *method, const char *url, const char *const *head
                     size_t body_len, int64_t timeout_ms, int *status, char **response, size_t *response_len);
 /* Sleeps the calling thread, e.g. between retries. */
 void mf_sleep_ms(int64_t ms);
+
+/* ---- LoRA ----
+ * Low-rank adapters on linear layers, as PEFT computes them (engine/lora.c):
+ * y = x W^T + scale * dropout(x) A^T B^T with A [r, in], B [out, r] and
+ * scale = alpha / r (alpha / sqrt(r) with rslora). Targets are PEFT's
+ * module names q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,
+ * down_proj, or "all-linear" (all seven). Adding adapters freezes every
+ * base parameter (backward then forms the adapters' gradients only, also
+ * over quantized weights), and turns training mode on: dropout applies to
+ * forward and loss passes, never to decoding. Adapter parameters are named
+ * after their weight: model.layers.0.self_attn.q_proj.lora_A.weight
+ * (PEFT's key without its "base_model.model." prefix); they are listed by
+ * mf_model_lora_name, not mf_model_param_name. */
+typedef struct mf_lora_opts {
+  int r;
+  double alpha;
+  double dropout;
+  int rslora;
+  uint64_t seed;               /* A's initialisation and the dropout masks */
+  const char *const *targets;
+  int ntargets;
+} mf_lora_opts;
+int mf_model_add_lora(mf_model *m, const mf_lora_opts *opts);
+int mf_model_lora_count(const mf_model *m);
+const char *mf_model_lora_name(const mf_model *m, int i);
+/* 1 when the parameter gets gradients, 0 when frozen, -1 when unknown. */
+int mf_model_is_trainable(const mf_model *m, const char *name);
+/* Training mode: whether adapter dropout applies. */
+void mf_model_set_train(mf_model *m, int on);
+/* W += scale B A (the adapter path is then off); unmerge subtracts it again,
+ * which restores W up to float rounding. A model on quantized weights
+ * becomes f32 when merged. */
+int mf_model_merge_lora(mf_model *m);
+int mf_model_unmerge_lora(mf_model *m);
+/* PEFT's adapter_model.safetensors + adapter_config.json in dir
+ * (base_model may be NULL), and llama.cpp's GGUF LoRA file. */
+int mf_model_save_adapter(const mf_model *m, const char *dir, const char *base_model);
+int mf_model_save_adapter_gguf(const mf_model *m, const char *path);
+/* Adds the adapters of a PEFT folder or a GGUF LoRA file (*.gguf), after
+ * checking every tensor against the model's shapes; training mode is then
+ * off, as after PEFT's from_pretrained. */
+int mf_model_load_adapter(mf_model *m, const char *path);
+
+/* ---- server ----
+ * An OpenAI-compatible HTTP server (engine/server*.c) over one model and
+ * its tokenizer, which must outlive it: /v1/models, /v1/completions,
+ * /v1/chat/completions (with server-sent events), /v1/embeddings, /health
+ * and /metrics. Connections get threads of their own; one scheduler thread
+ * owns the model and decodes every active request together, one token per
+ * step (continuous batching). While it runs, nothing else may use the
+ * model. Zero or negative options take the defaults in brackets. */
+typedef struct mf_server mf_server;
+typedef struct mf_server_opts {
+  const char *host;          /* IPv4 address to bind [127.0.0.1] */
+  int port;                  /* 0: an ephemeral port (see mf_server_port) */
+  const char *name;          /* the model's id in replies ["moonforge"] */
+  const char *chat_template; /* "chatml", "llama3", "mistral" [the tokenizer's] */
+  int parallel;              /* sequences decoded together, KV cache slots [8] */
+  int64_t context;           /* positions per sequence [max_position_embeddings, at most 2048] */
+  int max_tokens;            /* largest max_tokens accepted [context] */
+  int default_max_tokens;    /* when a request names none [256] */
+  int max_queue;             /* requests waiting for a slot; more get 429 [64] */
+  int64_t max_body;          /* request body bytes; more get 413 [1 MiB] */
+  int timeout_s;             /* idle connections are closed after [30] seconds */
+  int max_connections;       /* [256] */
+  int grace_ms;              /* mf_server_stop lets in-flight requests finish this long [5000] */
+} mf_server_opts;
+mf_server *mf_server_start(mf_model *m, mf_tokenizer *t, const mf_server_opts *opts);
+int mf_server_port(const mf_server *s);
+/* Stops accepting, lets in-flight requests finish for grace_ms, cancels the
+ * rest, joins every thread and frees s. */
+void mf_server_stop(mf_server *s);
+/* The prompt ids of a chat, as tok:chat(messages, {add_generation_prompt =
+ * true}) makes them with the template named (NULL: the tokenizer's). Returns
+ * the full count even beyond cap (only cap are written), or -1. */
+int64_t mf_chat_encode(mf_tokenizer *t, const char *template_name, int n, const char *const *roles,
+                       const char *const *contents, int32_t *out, int64_t cap);
+/* Slot-level decoding (engine/generate.c), for callers that admit and
+ * retire sequences themselves: mf_model_decode_slots runs tokens [nslots, n]
+ * through the cache slots listed (each at its own length) and writes each
+ * one's last logits into logits [nslots, vocab]; mf_choose_id picks the
+ * next id as generation does (greedy when temperature <= 0; else
+ * temperature, top_k and top_p of o, drawing from rng), or returns -1. */
+int mf_model_decode_slots(mf_model *m, mf_kv_cache *c, const int64_t *slots, int64_t nslots, const int32_t *tokens,
+                          int64_t n, float *logits);
+int32_t mf_choose_id(const float *logits, int64_t V, const mf_generate_opts *o, mf_rng *rng);
+/* The mean over positions of the final normed hidden states of tokens [n]
+ * into out [hidden_size]: a sentence embedding from a decoder. */
+int mf_model_embed(mf_model *m, const int32_t *tokens, int64_t n, float *out);
+
+/* ---- bundles ----
+ * A bundle (engine/bundle.c) is one zstd-compressed tar archive holding a
+ * model's files and MANIFEST.json: format "moonforge-bundle",
+ * format_version, moonforge_version, created (UTC, ISO 8601), files (path,
+ * size and sha256 of every other member) and the keys of the writer's info
+ * object. Member names are relative paths without empty, "." or ".."
+ * components. Members are written in name order with one time stamp, owner
+ * 0 and mode 0644, so the same files give the same bytes, and the archive is
+ * written atomically. */
+typedef struct mf_bundle_writer mf_bundle_writer;
+mf_bundle_writer *mf_bundle_writer_new(void);
+void mf_bundle_writer_free(mf_bundle_writer *w);
+/* The file at path becomes member name; it is read by mf_bundle_write. */
+int mf_bundle_add_file(mf_bundle_writer *w, const char *name, const char *path);
+/* n bytes of data (copied now) become member name. */
+int mf_bundle_add_bytes(mf_bundle_writer *w, const char *name, const void *data, size_t n);
+/* info_json: a JSON object of extra manifest keys (NULL: none). created:
+ * seconds since the epoch for the manifest and every member; < 0 takes the
+ * newest modification time of the added files. */
+int mf_bundle_write(mf_bundle_writer *w, const char *path, const char *info_json, int64_t created);
+/* Unpacks a bundle into the new folder dir, through a temporary folder
+ * beside it that is renamed to dir only once every entry and every
+ * checksum is verified (and removed otherwise). Links, special files,
+ * unsafe names, files missing from or extra to the manifest, a checksum or
+ * size that differs, a damaged archive and sizes past the limits are
+ * refused. sha256_hex, when not NULL, receives the SHA-256 of the archive
+ * file as read. limits may be NULL; fields <= 0 take the defaults. */
+typedef struct mf_bundle_limits {
+  int64_t max_total_bytes;  /* all files together; default 64 GiB */
+  int64_t max_file_bytes;   /* one file; default max_total_bytes */
+  int64_t max_entries;      /* default 100000 */
+  double max_ratio;         /* unpacked bytes per archive byte, beyond 16 MiB; default 1000 */
+} mf_bundle_limits;
+int mf_bundle_unpack(const char *archive, const char *dir, const mf_bundle_limits *limits, char *sha256_hex);
 
 #endif

@@ -124,7 +124,7 @@ T.test("save -> load round trip is exact, and the cache protocol restores a mode
   T.eq(desc.kind, "model")
   local restored = require("moonforge.model").cache_load(desc, cache_dir)
   T.eq(restored:loss(tokens, targets), model:loss(tokens, targets))
-  T.raises(function() model:save(dir, { format = "gguf" }) end, "unsupported format 'gguf'")
+  T.raises(function() model:save(dir, { format = "onnx" }) end, "unsupported format 'onnx'")
 end)
 
 -- Rewrites one key of a saved model's config.json.

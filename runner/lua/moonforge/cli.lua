@@ -312,9 +312,19 @@ end
 
 -- Commands defined in other modules register themselves here.
 function M.register(name, fn, text)
+  if not commands[name] then table.insert(order, #order, name) end
   commands[name] = fn
   usage[name] = text
 end
+
+local registry = require "moonforge.registry"
+M.register("models", registry.command, registry.usage)
+
+local bundle_cli = require "moonforge.bundle_cli"
+M.register("pack", bundle_cli.pack_command, bundle_cli.pack_usage)
+M.register("unpack", bundle_cli.unpack_command, bundle_cli.unpack_usage)
+local serve = require "moonforge.serve"
+M.register("serve", serve.command, serve.usage)
 
 function M.main(argv)
   local name = argv[1]

@@ -1,6 +1,8 @@
 -- moonforge.ctx: what a cell function receives as its first argument.
 --
 --   ctx.params, ctx.seed, ctx.run_dir, ctx.title, ctx.index
+--   ctx.key                 the cell's cache key (a hex SHA-256), e.g. to name
+--                           state that must outlive a killed run
 --   ctx.rng                 this cell's random numbers (see rng below)
 --   ctx:print(...)          like print; the global print does the same while a cell runs
 --   ctx:table{ title =, columns = {...}, rows = {{...}, ...} }
@@ -84,7 +86,7 @@ Ctx.__index = Ctx
 -- run provides: dir, terminal (a file to echo to), on_metric(m).
 function M.new(run, cell, params, seed)
   return setmetatable({ params = params, seed = seed, run_dir = run.dir, title = cell.title,
-    index = cell.index, rng = M.rng(seed, cell.title), run = run, cell = cell, artifacts = {} }, Ctx)
+    index = cell.index, key = cell.key, rng = M.rng(seed, cell.title), run = run, cell = cell, artifacts = {} }, Ctx)
 end
 
 -- Adds an output entry to the cell (merging consecutive text) and echoes it.

@@ -4,6 +4,7 @@
 --   model:loss(tokens, targets); model:backward()
 --   opt:clip_grad_norm(1.0)   -- optional
 --   opt:step(); opt:zero_grad()
+--   opt:save("opt.safetensors"); opt:load("opt.safetensors")   -- step count and moments
 local ffi = require "ffi"
 local engine = require "moonforge.engine"
 
@@ -36,6 +37,15 @@ function AdamW:step() engine.check(C.mf_optim_step(self.ptr), 2) end
 function AdamW:zero_grad() C.mf_optim_zero_grad(self.ptr) end
 function AdamW:set_lr(lr) C.mf_optim_set_lr(self.ptr, lr) end
 function AdamW:steps() return tonumber(C.mf_optim_steps(self.ptr)) end
+
+-- Multiplies the gradients by factor (1 / micro-batches when accumulating).
+function AdamW:scale_grad(factor) C.mf_optim_scale_grad(self.ptr, factor) end
+
+-- The step count and moments, saved to a safetensors file (atomically) and
+-- loaded into an optimizer over the same parameters: the next step is then
+-- bit-identical to the saved optimizer's.
+function AdamW:save(path) engine.check(C.mf_optim_save(self.ptr, path), 2) end
+function AdamW:load(path) engine.check(C.mf_optim_load(self.ptr, path), 2) end
 
 -- Global L2 norm of the gradients, before clipping them to max_norm (when given).
 function AdamW:clip_grad_norm(max_norm)

@@ -25,9 +25,14 @@ local function optional_id(id)
   return id >= 0 and id or nil
 end
 
--- mf.tokenizer.load(path): a tokenizer.json, a folder holding one, or a .gguf.
+-- mf.tokenizer.load(path): a tokenizer.json, a folder holding one, a .gguf,
+-- or a bundle (*.mfb; see moonforge.bundle).
 function M.load(path)
   if type(path) ~= "string" then error("mf.tokenizer.load(path): path must be a string", 2) end
+  local bundle = require "moonforge.bundle"
+  if bundle.is_bundle(path) then
+    path = bundle.open(path).tokenizer or error("mf.tokenizer.load: " .. path .. " holds no tokenizer", 2)
+  end
   local ptr = ffi.gc(check_ptr(C.mf_tokenizer_load(path), 2), C.mf_tokenizer_free)
   local template = ffi.string(C.mf_tokenizer_chat_template(ptr))
   return setmetatable({

@@ -1,0 +1,302 @@
+/*
+ * LoRA adapters on the linear layers of a model (PEFT's algorithm): each
+ * adapted weight W [out, in] gains A [r, in] and B [out, r] and the layer
+ * computes
+ *   y = x W^T + scale * dropout(x) A^T B^T,  scale = alpha / r (rslora:
+ *   alpha / sqrt(r)).
+ * Adding adapters freezes the base, so backward forms only the adapters'
+ * gradients (and the input gradients through the frozen weights, which may
+ * be quantized blocks). A starts as PEFT's kaiming-uniform (a = sqrt(5):
+ * uniform in +-1/sqrt(in)) from the parameter's counter-based stream; B
+ * starts at zero, so a new adapter leaves the model's outputs unchanged.
+ *
+ * Merging folds scale * B A into W and switches the adapter path off;
+ * unmerging subtracts the same product. W + D - D is W up to one rounding
+ * of each addition, so unmerge restores the base to within a few ulps of
+ * each weight, not bit for bit. A model on quantized blocks becomes f32
+ * when merged (the blocks are dropped; the f32 values it carries take the
+ * sum).
+ *
+ * Adapter activations: each adapter keeps h = dropout(x) A^T [rows, r] for
+ * backward; the dropped input and dh are scratch shared by all adapters,
+ * and the dropout mask is redrawn from its counter-based stream in
+ * backward rather than stored.
+ */
+#include "model.h"
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* PEFT's module names for Llama-family layers, with the module holding them. */
+static const char *const targets[][2] = {
+  {"q_proj", "self_attn"}, {"k_proj", "self_attn"}, {"v_proj", "self_attn"}, {"o_proj", "self_attn"},
+  {"gate_proj", "mlp"},    {"up_proj", "mlp"},      {"down_proj", "mlp"},
+};
+enum { NTARGETS = sizeof targets / sizeof targets[0] };
+
+static int target_mask(const mf_lora_opts *o, unsigned *mask) {
+  *mask = 0;
+  if (o->ntargets <= 0) return mf_fail("add_lora: no target modules");
+  for (int i = 0; i < o->ntargets; i++) {
+    const char *name = o->targets[i];
+    if (!strcmp(name, "all-linear")) {
+      *mask = (1u << NTARGETS) - 1;
+      continue;
+    }
+    int t = 0;
+    while (t < NTARGETS && strcmp(name, targets[t][0])) t++;
+    if (t == NTARGETS)
+      return mf_fail("add_lora: unknown target module '%s' (expected q_proj, k_proj, v_proj, o_proj, "
+                     "gate_proj, up_proj, down_proj or all-linear)", name);
+    *mask |= 1u << t;
+  }
+  return 0;
+}
+
+static int check_opts(const mf_model *m, const mf_lora_opts *o) {
+  if (m->lora) return mf_fail("add_lora: the model already has LoRA adapters");
+  if (o->r <= 0) return mf_fail("add_lora: rank r = %d must be positive", o->r);
+  if (!(o->alpha > 0)) return mf_fail("add_lora: alpha %g must be positive", o->alpha);
+  if (!(o->dropout >= 0 && o->dropout < 1)) return mf_fail("add_lora: dropout %g must lie in [0, 1)", o->dropout);
+  return 0;
+}
+
+static void init_param(mf_param *p, float *value, int64_t rows, int64_t cols, const char *weight,
+                       const char *which) {
+  size_t stem = strlen(weight) - strlen(".weight");
+  snprintf(p->name, sizeof p->name, "%.*s.%s.weight", (int)stem, weight, which);
+  p->value = (mf_tensor){MF_F32, 2, {rows, cols}, value, 0};
+  p->grad = p->value;
+  p->grad.data = NULL;
+}
+
+/* A: uniform(-1/sqrt(in), 1/sqrt(in)), torch's kaiming_uniform_ with
+ * a = sqrt(5) as PEFT initialises it; B: zeros. */
+static void init_adapter(mf_lora *a, uint64_t seed) {
+  int64_t n = mf_tensor_numel(&a->a->value), in = a->a->value.shape[1];
+  double bound = 1 / sqrt((double)in);
+  mf_rng rng;
+  mf_rng_init(&rng, seed, mf_hash64(a->a->name, strlen(a->a->name)));
+  for (int64_t i = 0; i < n; i++) mf_pv(a->a)[i] = (float)((2 * mf_rng_uniform(&rng) - 1) * bound);
+  memset(mf_pv(a->b), 0, mf_tensor_nbytes(&a->b->value));
+  mf_rng_init(&rng, seed, mf_hash64(a->b->name, strlen(a->b->name)));
+  a->stream = mf_rng_u64(&rng);
+}
+
+/* The adapted weights, layer by layer in target order; NULL entries when
+ * only counting. */
+static int find_weights(mf_model *m, unsigned mask, mf_param **out) {
+  int n = 0;
+  char name[MF_PARAM_NAME_MAX];
+  for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+    for (int t = 0; t < NTARGETS; t++) {
+      if (!(mask & 1u << t)) continue;
+      snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, targets[t][1], targets[t][0]);
+      mf_param *w = mf_model_find(m, name);
+      if (!w) return mf_fail("add_lora: this model has no '%s' for target %s", name, targets[t][0]);
+      if (out) out[n] = w;
+      n++;
+    }
+  return n;
+}
+
+static void set_frozen_base(mf_model *m, int frozen) {
+  for (int i = 0; i < m->nparams; i++) m->params[i].frozen = frozen;
+  mf_model_drop_grads(m);
+}
+
+int mf_model_add_lora(mf_model *m, const mf_lora_opts *o) {
+  unsigned mask;
+  if (check_opts(m, o) || target_mask(o, &mask)) return -1;
+  int n = find_weights(m, mask, NULL);
+  if (n < 0) return -1;
+  mf_lora_set *s = calloc(1, sizeof *s);
+  mf_param **weights = calloc((size_t)n, sizeof *weights);
+  if (s) {
+    s->adapters = calloc((size_t)n, sizeof *s->adapters);
+    s->params = calloc(2 * (size_t)n, sizeof *s->params);
+  }
+  int64_t total = 0;
+  if (s && weights && s->adapters && s->params) {
+    find_weights(m, mask, weights);
+    for (int i = 0; i < n; i++) total += o->r * (weights[i]->value.shape[0] + weights[i]->value.shape[1]);
+    s->values = malloc((size_t)total * sizeof(float));
+  }
+  if (!s || !weights || !s->values) {
+    free(weights);
+    mf_lora_free(s);
+    return mf_fail("add_lora: out of memory for %lld adapter values", (long long)total);
+  }
+  *s = (mf_lora_set){.r = o->r, .alpha = o->alpha, .dropout = o->dropout, .rslora = o->rslora, .seed = o->seed,
+                     .targets = mask, .nadapters = n, .nparams = 2 * n, .adapters = s->adapters,
+                     .params = s->params, .values = s->values};
+  float scale = (float)(o->rslora ? o->alpha / sqrt(o->r) : o->alpha / o->r);
+  float *next = s->values;
+  for (int i = 0; i < n; i++) {
+    mf_lora *a = &s->adapters[i];
+    mf_param *w = weights[i];
+    int64_t out = w->value.shape[0], in = w->value.shape[1];
+    *a = (mf_lora){.w = w, .a = &s->params[2 * i], .b = &s->params[2 * i + 1], .scale = scale, .set = s};
+    init_param(a->a, next, o->r, in, w->name, "lora_A");
+    init_param(a->b, next + o->r * in, out, o->r, w->name, "lora_B");
+    next += o->r * (in + out);
+    init_adapter(a, o->seed);
+    w->lora = a;
+    if (in > s->max_in) s->max_in = in;
+  }
+  free(weights);
+  set_frozen_base(m, 1);
+  m->lora = s;
+  m->training = 1;
+  return 0;
+}
+
+/* Removes the adapters and unfreezes the base (undoing a failed load). */
+void mf_lora_remove(mf_model *m) {
+  if (!m->lora) return;
+  for (int i = 0; i < m->lora->nadapters; i++) m->lora->adapters[i].w->lora = NULL;
+  mf_model_drop_grads(m);
+  mf_lora_free(m->lora);
+  m->lora = NULL;
+  set_frozen_base(m, 0);
+}
+
+void mf_lora_free(mf_lora_set *s) {
+  if (!s) return;
+  free(s->adapters);
+  free(s->params);
+  free(s->values);
+  free(s->block);
+  free(s);
+}
+
+int mf_model_lora_count(const mf_model *m) { return m->lora ? m->lora->nparams : 0; }
+
+const char *mf_model_lora_name(const mf_model *m, int i) {
+  if (i < 0 || i >= mf_model_lora_count(m)) return mf_fail_null("model: adapter parameter %d out of range", i);
+  return m->lora->params[i].name;
+}
+
+int mf_model_is_trainable(const mf_model *m, const char *name) {
+  mf_param *p = mf_model_find(m, name);
+  return p ? !p->frozen : -1;
+}
+
+void mf_model_set_train(mf_model *m, int on) { m->training = on != 0; }
+
+/* ---- the pass ---- */
+
+int mf_lora_begin(mf_model *m, int64_t rows, int training) {
+  mf_lora_set *s = m->lora;
+  if (!s) return 0;
+  if (!training) m->loss_ready = 0;
+  s->dropout_on = training && m->training && s->dropout > 0;
+  s->pass = (uint64_t)m->backward_steps;
+  if (rows <= s->cap_rows) return 0;
+  int64_t floats = rows * (s->nadapters * (int64_t)s->r + s->max_in + s->r);
+  free(s->block);
+  s->cap_rows = 0;
+  if (!(s->block = malloc((size_t)floats * sizeof(float))))
+    return mf_fail("lora: out of memory for the adapter activations of %lld tokens", (long long)rows);
+  for (int i = 0; i < s->nadapters; i++) s->adapters[i].h = s->block + i * rows * s->r;
+  s->xd = s->block + s->nadapters * rows * s->r;
+  s->dh = s->xd + rows * s->max_in;
+  s->cap_rows = rows;
+  return 0;
+}
+
+typedef struct drop_job {
+  float *y;
+  const float *x;
+  uint64_t key;
+  float p, keep_scale;
+} drop_job;
+
+/* y[i] = x[i] / (1 - p) where draw i of the pass's stream is >= p, else 0. */
+static void drop_range(void *ctx, int64_t begin, int64_t end) {
+  const drop_job *j = ctx;
+  for (int64_t i = begin; i < end; i++) {
+    double u = (double)(mf_rng_at(j->key, (uint64_t)i) >> 11) * 0x1.0p-53;
+    j->y[i] = u >= j->p ? j->x[i] * j->keep_scale : 0.0f;
+  }
+}
+
+static void dropout(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t n) {
+  const mf_lora_set *s = a->set;
+  drop_job j = {y, x, mf_rng_at(a->stream, s->pass), (float)s->dropout, (float)(1 / (1 - s->dropout))};
+  mfk_parallel_for(pool, n, drop_range, &j);
+}
+
+void mf_lora_fwd(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t rows) {
+  const mf_lora_set *s = a->set;
+  int64_t r = s->r, in = a->a->value.shape[1], out = a->b->value.shape[0];
+  if (s->dropout_on) {
+    dropout(pool, s->xd, x, a, rows * in);
+    x = s->xd;
+  }
+  mfk_gemm(pool, 0, 1, rows, r, in, 1.0f, x, in, mf_pv(a->a), in, 0.0f, a->h, r);
+  mfk_gemm(pool, 0, 1, rows, out, r, a->scale, a->h, r, mf_pv(a->b), r, 1.0f, y, out);
+}
+
+void mf_lora_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, const mf_lora *a, int64_t rows) {
+  const mf_lora_set *s = a->set;
+  int64_t r = s->r, in = a->a->value.shape[1], out = a->b->value.shape[0];
+  /* dh = scale dy B; dB += scale dy^T h; dA += dh^T dropout(x) */
+  mfk_gemm(pool, 0, 0, rows, r, out, a->scale, dy, out, mf_pv(a->b), r, 0.0f, s->dh, r);
+  if (mf_pg(a->b)) mfk_gemm(pool, 1, 0, out, r, rows, a->scale, dy, out, a->h, r, 1.0f, mf_pg(a->b), r);
+  if (s->dropout_on) {
+    dropout(pool, s->xd, x, a, rows * in);
+    x = s->xd;
+  }
+  if (mf_pg(a->a)) mfk_gemm(pool, 1, 0, r, in, rows, 1.0f, s->dh, r, x, in, 1.0f, mf_pg(a->a), in);
+  /* dx += dropout'(dh A): through the same mask, redrawn */
+  if (!s->dropout_on) {
+    mfk_gemm(pool, 0, 0, rows, in, r, 1.0f, s->dh, r, mf_pv(a->a), in, 1.0f, dx, in);
+    return;
+  }
+  mfk_gemm(pool, 0, 0, rows, in, r, 1.0f, s->dh, r, mf_pv(a->a), in, 0.0f, s->xd, in);
+  dropout(pool, s->xd, s->xd, a, rows * in);
+  mfk_axpy(pool, dx, 1.0f, s->xd, rows * in);
+}
+
+/* ---- merging ---- */
+
+/* W += sign * scale * B A for every adapter. */
+static void fold(mf_model *m, float sign) {
+  mf_lora_set *s = m->lora;
+  for (int i = 0; i < s->nadapters; i++) {
+    mf_lora *a = &s->adapters[i];
+    int64_t out = a->w->value.shape[0], in = a->w->value.shape[1];
+    mfk_gemm(mf_pool(), 0, 0, out, in, s->r, sign * a->scale, mf_pv(a->b), s->r, mf_pv(a->a), in, 1.0f,
+             mf_pv(a->w), in);
+  }
+}
+
+int mf_model_merge_lora(mf_model *m) {
+  mf_lora_set *s = m->lora;
+  if (!s) return mf_fail("merge_lora: the model has no LoRA adapters");
+  if (s->merged) return mf_fail("merge_lora: the adapters are already merged");
+  if (m->quant_data) {
+    /* Merging needs f32 weights: the model keeps their f32 values, which
+     * become its weights from now on. */
+    for (int i = 0; i < m->nparams; i++) m->params[i].quant = NULL;
+    free(m->quant_data);
+    m->quant_data = NULL;
+  }
+  fold(m, 1.0f);
+  for (int i = 0; i < s->nadapters; i++) s->adapters[i].w->lora = NULL;
+  s->merged = 1;
+  return 0;
+}
+
+int mf_model_unmerge_lora(mf_model *m) {
+  mf_lora_set *s = m->lora;
+  if (!s || !s->merged) return mf_fail("unmerge_lora: no merged LoRA adapters");
+  fold(m, -1.0f);
+  for (int i = 0; i < s->nadapters; i++) s->adapters[i].w->lora = &s->adapters[i];
+  s->merged = 0;
+  return 0;
+}

@@ -1,0 +1,97 @@
+/*
+ * The transposed quantized matmul (kernels/cpu/quant_t.c): dx = dy W for
+ * Q8_0, Q4_0 and Q4_1 weights against a double-precision product with the
+ * weights decoded by hand from the block formats, accumulation, shapes that
+ * do not fill a tile, and the same bits on 1, 2 and 3 threads.
+ */
+#include "kernel_testing.h"
+
+/* IEEE half bits of a small positive scale (exact for the values used). */
+static uint16_t half_of(float x) {
+  int e;
+  float m = frexpf(x, &e);  /* x = m 2^e, m in [0.5, 1) */
+  return (uint16_t)(((e - 1 + 15) << 10) | (uint16_t)((m * 2 - 1) * 1024));
+}
+
+/* Random blocks of `type` for a [out, in] weight; their values into wf. */
+static void *random_weight(mfk_qtype type, int64_t out, int64_t in, double *wf) {
+  size_t bytes = mfk_qblock_bytes(type);
+  int64_t nb = out * in / 32;
+  unsigned char *w = malloc((size_t)nb * bytes);
+  for (int64_t i = 0; i < nb; i++) {
+    unsigned char *b = w + (size_t)i * bytes;
+    float d = 0.015625f * (1 + (i % 5)), m = -0.125f;
+    double *y = wf + i * 32;
+    if (type == MFK_Q8_0) {
+      mfk_block_q8_0 *q = (mfk_block_q8_0 *)b;
+      q->d = half_of(d);
+      for (int j = 0; j < 32; j++) y[j] = d * (q->qs[j] = (int8_t)(kt_uniform() * 127));
+    } else {
+      mfk_block_q4_1 *q1 = (mfk_block_q4_1 *)b;
+      mfk_block_q4_0 *q0 = (mfk_block_q4_0 *)b;
+      uint8_t *qs = type == MFK_Q4_0 ? q0->qs : q1->qs;
+      if (type == MFK_Q4_0) q0->d = half_of(d);
+      else q1->d = half_of(d), q1->m = half_of(-m) | 0x8000;
+      for (int j = 0; j < 16; j++) {
+        int lo = (int)((kt_uniform() + 1) * 8) & 15, hi = (int)((kt_uniform() + 1) * 8) & 15;
+        qs[j] = (uint8_t)(lo | hi << 4);
+        y[j] = type == MFK_Q4_0 ? d * (lo - 8) : d * lo + m;
+        y[j + 16] = type == MFK_Q4_0 ? d * (hi - 8) : d * hi + m;
+      }
+    }
+  }
+  return w;
+}
+
+typedef struct job {
+  mfk_qtype type;
+  const void *w;
+  const float *dy;
+  int64_t rows, out, in;
+} job;
+
+static void run_t(mfk_pool *pool, void *ctx, float *dx) {
+  job *j = ctx;
+  mfk_qgemm_t(pool, j->type, dx, 0, j->dy, j->w, j->rows, j->out, j->in);
+}
+
+static void check(mfk_qtype type, int64_t rows, int64_t out, int64_t in) {
+  double *wf = kt_doubles(out * in), *want = kt_doubles(rows * in);
+  void *w = random_weight(type, out, in, wf);
+  float *dy = kt_random(rows * out, 1.0f), *dx = kt_random(rows * in, 1.0f), *dx0 = kt_copy(dx, rows * in);
+  float *decoded = calloc((size_t)(out * in), sizeof(float));
+  char what[96];
+
+  mfk_qdequantize(type, decoded, w, out, in);
+  int64_t bad = 0;
+  for (int64_t i = 0; i < out * in; i++) bad += decoded[i] != (float)wf[i];
+  KT_CHECK(bad == 0, "type %d: %lld decoded weights differ from the block formats", (int)type, (long long)bad);
+
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < in; c++) {
+      double s = dx0[r * in + c];
+      for (int64_t o = 0; o < out; o++) s += (double)dy[r * out + o] * wf[o * in + c];
+      want[r * in + c] = s;
+    }
+  mfk_pool *pool = mfk_pool_new(2);
+  mfk_qgemm_t(pool, type, dx, 1, dy, w, rows, out, in);
+  snprintf(what, sizeof what, "qgemm_t type %d [%lld x %lld] x [%lld x %lld] accumulate", (int)type,
+           (long long)rows, (long long)out, (long long)out, (long long)in);
+  kt_close(what, dx, want, rows * in, 1e-4, 1e-4);
+  mfk_pool_free(pool);
+
+  job j = {type, w, dy, rows, out, in};
+  snprintf(what, sizeof what, "qgemm_t type %d rows %lld", (int)type, (long long)rows);
+  kt_same_bits(what, run_t, &j, rows * in);
+  free(w), free(wf), free(want), free(dy), free(dx), free(dx0), free(decoded);
+}
+
+int main(void) {
+  mfk_qtype types[] = {MFK_Q8_0, MFK_Q4_0, MFK_Q4_1};
+  for (int t = 0; t < 3; t++) {
+    check(types[t], 7, 40, 96);     /* less than a tile both ways */
+    check(types[t], 33, 300, 160);  /* a partial tile after whole ones */
+  }
+  if (!kt_failures) printf("ok\n");
+  return kt_failures != 0;
+}
