@@ -21,7 +21,18 @@ static int set_string(char *dst, size_t cap, const char *src, const char *fallba
   return 0;
 }
 
-static int apply_defaults(mf_server *s, const mf_model_config *cfg) {
+/* What the HTTP side needs, with or without a model. */
+static int apply_http_defaults(mf_server *s) {
+  mf_server_opts *o = &s->opts;
+  if (o->max_body <= 0) o->max_body = 1 << 20;
+  if (o->timeout_s <= 0) o->timeout_s = 30;
+  if (o->max_connections <= 0) o->max_connections = 256;
+  if (o->grace_ms <= 0) o->grace_ms = 5000;
+  if (o->port < 0 || o->port > 65535) return mf_fail("server: port %d is not in [0, 65535]", o->port);
+  return 0;
+}
+
+static int apply_model_defaults(mf_server *s, const mf_model_config *cfg) {
   mf_server_opts *o = &s->opts;
   int64_t longest = cfg->max_position_embeddings > 0 ? cfg->max_position_embeddings : 2048;
   if (o->context <= 0) o->context = longest < 2048 ? longest : 2048;
@@ -33,11 +44,6 @@ static int apply_defaults(mf_server *s, const mf_model_config *cfg) {
   if (o->default_max_tokens <= 0) o->default_max_tokens = 256;
   if (o->default_max_tokens > o->max_tokens) o->default_max_tokens = o->max_tokens;
   if (o->max_queue <= 0) o->max_queue = 64;
-  if (o->max_body <= 0) o->max_body = 1 << 20;
-  if (o->timeout_s <= 0) o->timeout_s = 30;
-  if (o->max_connections <= 0) o->max_connections = 256;
-  if (o->grace_ms <= 0) o->grace_ms = 5000;
-  if (o->port < 0 || o->port > 65535) return mf_fail("server: port %d is not in [0, 65535]", o->port);
   return 0;
 }
 
@@ -50,18 +56,24 @@ static int choose_template(mf_server *s) {
   return 0;
 }
 
-static int configure(mf_server *s, const mf_server_opts *opts) {
+static int configure_model(mf_server *s) {
   const mf_model_config *cfg = mf_model_get_config(s->model);
-  if (opts) s->opts = *opts;
   int32_t V = mf_tokenizer_vocab_size(s->tok);
   if (V > cfg->vocab_size)
     return mf_fail("server: the tokenizer has %d ids but the model only %d", (int)V, cfg->vocab_size);
+  return apply_model_defaults(s, cfg) || choose_template(s) ? -1 : 0;
+}
+
+static int configure(mf_server *s, const mf_server_opts *opts) {
+  if (opts) s->opts = *opts;
   if (set_string(s->host, sizeof s->host, s->opts.host, "127.0.0.1", "host") ||
       set_string(s->name, sizeof s->name, s->opts.name, "moonforge", "name") ||
       set_string(s->chat_template, sizeof s->chat_template, s->opts.chat_template, "", "chat template") ||
-      apply_defaults(s, cfg) || choose_template(s))
+      apply_http_defaults(s) || (s->model && configure_model(s)) || srv_routes_copy(s))
     return -1;
-  s->opts.host = s->opts.name = s->opts.chat_template = NULL;  /* the copies above are the ones used */
+  /* the copies above are the ones used */
+  s->opts.host = s->opts.name = s->opts.chat_template = NULL;
+  s->opts.routes = NULL;
   return 0;
 }
 
@@ -75,13 +87,27 @@ static void stop_scheduler(mf_server *s) {
 }
 
 static void server_free(mf_server *s) {
+  srv_routes_free(s);
   pthread_mutex_destroy(&s->lock);
   pthread_cond_destroy(&s->wake);
   free(s->chat_error);
   free(s);
 }
 
+static int start_scheduler(mf_server *s) {
+  void *sched = srv_sched_new(s);
+  if (!sched) return -1;
+  if (pthread_create(&s->scheduler, NULL, srv_schedule, sched) != 0) {
+    s->stopping = 1;
+    srv_schedule(sched);  /* nothing to do: it frees its state and returns */
+    return mf_fail("server: cannot start the scheduler thread");
+  }
+  s->scheduler_started = 1;
+  return 0;
+}
+
 mf_server *mf_server_start(mf_model *m, mf_tokenizer *t, const mf_server_opts *opts) {
+  if (!m != !t) return mf_fail_null("server: a model needs its tokenizer (both, or neither for routes alone)");
   mf_server *s = calloc(1, sizeof *s);
   if (!s) return mf_fail_null("server: out of memory");
   s->model = m;
@@ -89,18 +115,10 @@ mf_server *mf_server_start(mf_model *m, mf_tokenizer *t, const mf_server_opts *o
   s->listen_fd = -1;
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->wake, NULL);
-  void *sched = configure(s, opts) ? NULL : srv_sched_new(s);
-  if (!sched) {
+  if (configure(s, opts) || (m && start_scheduler(s))) {
     server_free(s);
     return NULL;
   }
-  if (pthread_create(&s->scheduler, NULL, srv_schedule, sched) != 0) {
-    s->stopping = 1;
-    srv_schedule(sched);  /* nothing to do: it frees its state and returns */
-    server_free(s);
-    return mf_fail_null("server: cannot start the scheduler thread");
-  }
-  s->scheduler_started = 1;
   if (srv_http_start(s)) {
     stop_scheduler(s);
     server_free(s);

@@ -6,6 +6,8 @@
  *   server_sched.c    continuous batching over the KV cache's slots
  *   server_metrics.c  counters and histograms in Prometheus' text format
  *   server_chat.c     chat templates (as chat.lua has them)
+ *   (server_http.c also serves the routes of mf_server_route: pages, and
+ *   proxies that relay to an upstream through the HTTP client)
  *
  * Threads: libmicrohttpd runs one thread per connection; those threads
  * parse, tokenize (the tokenizer is thread-safe) and wait. One scheduler
@@ -68,8 +70,15 @@ typedef struct srv_metrics {
   uint64_t prompt_tokens, completion_tokens;
 } srv_metrics;
 
+/* A page or a proxy of mf_server_opts.routes, owned by the server. */
+typedef struct srv_route {
+  char *path, *content_type, *body, *upstream;
+  size_t body_len;
+  char **headers;        /* NULL-terminated */
+} srv_route;
+
 struct mf_server {
-  mf_model *model;
+  mf_model *model;       /* NULL for a server of routes alone */
   mf_tokenizer *tok;
   mf_server_opts opts;
   char host[64], name[128], chat_template[16];
@@ -87,6 +96,8 @@ struct mf_server {
   int stopping;          /* no new requests; the scheduler ends when idle */
   int cancel_all;        /* in-flight requests are cancelled */
   srv_metrics metrics;
+  srv_route *routes;
+  int nroutes;
 };
 
 /* server.c: 0, or the HTTP status that refuses it (429 full queue, 503 stopping). */
@@ -101,6 +112,9 @@ void *srv_schedule(void *sched);
 int srv_http_start(mf_server *s);
 void srv_http_quiesce(mf_server *s);
 void srv_http_stop(mf_server *s);
+/* Copies opts.routes into the server after checking them; frees them. */
+int srv_routes_copy(mf_server *s);
+void srv_routes_free(mf_server *s);
 
 /* server_request.c: a request body to a request, or NULL with an
  * OpenAI-shaped error in *error and its HTTP status in *status. */

@@ -72,8 +72,8 @@ static int client_gone(struct MHD_Connection *c) {
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
-/* Waits up to one slice for r to change; cancels r when its client left. */
-static void wait_slice(mf_server *s, struct MHD_Connection *c, srv_request *r) {
+/* Waits on cond for at most one slice. */
+static void wait_one_slice(pthread_cond_t *cond, pthread_mutex_t *lock) {
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
   until.tv_nsec += WAIT_SLICE_MS * 1000000L;
@@ -81,7 +81,12 @@ static void wait_slice(mf_server *s, struct MHD_Connection *c, srv_request *r) {
     until.tv_sec++;
     until.tv_nsec -= 1000000000L;
   }
-  pthread_cond_timedwait(&r->changed, &s->lock, &until);
+  pthread_cond_timedwait(cond, lock, &until);
+}
+
+/* Waits up to one slice for r to change; cancels r when its client left. */
+static void wait_slice(mf_server *s, struct MHD_Connection *c, srv_request *r) {
+  wait_one_slice(&r->changed, &s->lock);
   if (!r->finish_reason && !r->cancelled && client_gone(c)) r->cancelled = 1;
 }
 
@@ -224,6 +229,284 @@ static enum MHD_Result send_stream(conn *k, srv_request *r) {
   return ok;
 }
 
+/* ---- pages and proxies (mf_server_route) ----
+ * A page is bytes served on GET. A proxy relays a POST body to its
+ * upstream through the HTTP client (mf_http_stream) on a thread of its
+ * own, while the connection's thread hands the browser whatever has
+ * arrived. They share a relay, freed by whichever lets go of it last; the
+ * relay copies what it needs, so its thread may outlive the server. */
+
+enum { RELAY_TIMEOUT_MS = 600000, RELAY_MAX_PENDING = 16 << 20, RELAY_HEAD = 400 };
+
+typedef struct relay {
+  pthread_mutex_t lock;
+  pthread_cond_t changed;
+  struct MHD_Connection *c;  /* the browser's connection (its thread only) */
+  char *url, **headers, *body;
+  size_t body_len;
+  char *pending;             /* bytes from upstream not yet handed over */
+  size_t len, pos, cap;
+  char head[RELAY_HEAD];     /* the start of the upstream's body, for its error */
+  size_t head_len;
+  int done;                  /* the upstream's reply is complete */
+  int abandoned;             /* the browser left: stop the transfer */
+  int overflowed;            /* the browser read too slowly to keep up */
+  int refs;
+} relay;
+
+static void free_lines(char **lines) {
+  for (size_t i = 0; lines && lines[i]; i++) free(lines[i]);
+  free(lines);
+}
+
+/* A NULL-terminated copy of lines (NULL: none), or NULL when out of memory. */
+static char **copy_lines(const char *const *lines) {
+  size_t n = 0;
+  while (lines && lines[n]) n++;
+  char **copy = calloc(n + 1, sizeof *copy);
+  for (size_t i = 0; copy && i < n; i++)
+    if (!(copy[i] = strdup(lines[i]))) {
+      free_lines(copy);
+      return NULL;
+    }
+  return copy;
+}
+
+static char *copy_bytes(const char *data, size_t n) {
+  char *copy = malloc(n + 1);
+  if (!copy) return NULL;
+  if (n) memcpy(copy, data, n);
+  copy[n] = 0;
+  return copy;
+}
+
+static void relay_release(relay *r) {
+  pthread_mutex_lock(&r->lock);
+  int left = --r->refs;
+  pthread_mutex_unlock(&r->lock);
+  if (left) return;
+  pthread_mutex_destroy(&r->lock);
+  pthread_cond_destroy(&r->changed);
+  free(r->url);
+  free_lines(r->headers);
+  free(r->body);
+  free(r->pending);
+  free(r);
+}
+
+/* Appends n bytes to the pending ones (under the lock); -1 when they
+ * cannot be kept. */
+static int relay_append(relay *r, const char *data, size_t n) {
+  if (r->len - r->pos + n > RELAY_MAX_PENDING) return -1;
+  if (r->len + n > r->cap) {
+    size_t cap = 2 * (r->len + n);
+    char *grown = realloc(r->pending, cap);
+    if (!grown) return -1;
+    r->pending = grown;
+    r->cap = cap;
+  }
+  memcpy(r->pending + r->len, data, n);
+  r->len += n;
+  return 0;
+}
+
+/* Ends the stream with an error event saying message (under the lock). */
+static void relay_fail(relay *r, const char *message) {
+  char *json = srv_error_json(message, "server_error", NULL, "upstream_error");
+  if (json && !relay_append(r, "\n\ndata: ", 8) && !relay_append(r, json, strlen(json)))
+    relay_append(r, "\n\n", 2);
+  free(json);
+  r->done = 1;
+  pthread_cond_broadcast(&r->changed);
+}
+
+static int relay_take(void *ctx, const char *data, size_t n) {
+  relay *r = ctx;
+  pthread_mutex_lock(&r->lock);
+  for (size_t i = 0; i < n && r->head_len < RELAY_HEAD - 1; i++)
+    r->head[r->head_len++] = data[i] >= 0x20 && data[i] < 0x7f ? data[i] : ' ';  /* JSON-safe text */
+  if (!r->abandoned && relay_append(r, data, n)) r->overflowed = 1;
+  int stop = r->abandoned || r->overflowed;
+  pthread_cond_broadcast(&r->changed);
+  pthread_mutex_unlock(&r->lock);
+  return stop;
+}
+
+static void *relay_run(void *arg) {
+  relay *r = arg;
+  int status = 0;
+  int rc = mf_http_stream("POST", r->url, (const char *const *)r->headers, r->body, r->body_len, RELAY_TIMEOUT_MS,
+                          relay_take, r, &status);
+  char message[RELAY_HEAD + 256];
+  if (rc) snprintf(message, sizeof message, "%s", mf_errmsg());
+  else snprintf(message, sizeof message, "%s answered HTTP %d: %.*s", r->url, status, (int)r->head_len, r->head);
+  pthread_mutex_lock(&r->lock);
+  if (r->overflowed) relay_fail(r, "the browser read the upstream's reply too slowly");
+  else if (rc || status < 200 || status > 299) relay_fail(r, message);
+  r->done = 1;
+  pthread_cond_broadcast(&r->changed);
+  pthread_mutex_unlock(&r->lock);
+  relay_release(r);
+  return NULL;
+}
+
+static ssize_t relay_read(void *cls, uint64_t at, char *buf, size_t max) {
+  relay *r = cls;
+  ssize_t n;
+  pthread_mutex_lock(&r->lock);
+  while (r->pos == r->len && !r->done && !r->abandoned) {
+    wait_one_slice(&r->changed, &r->lock);
+    if (client_gone(r->c)) r->abandoned = 1;
+  }
+  if (r->abandoned) n = MHD_CONTENT_READER_END_WITH_ERROR;
+  else if (r->pos == r->len) n = MHD_CONTENT_READER_END_OF_STREAM;
+  else {
+    n = (ssize_t)(r->len - r->pos < max ? r->len - r->pos : max);
+    memcpy(buf, r->pending + r->pos, (size_t)n);
+    r->pos += (size_t)n;
+    if (r->pos == r->len) r->pos = r->len = 0;
+  }
+  pthread_mutex_unlock(&r->lock);
+  return n;
+}
+
+static void relay_let_go(void *cls) {
+  relay *r = cls;
+  pthread_mutex_lock(&r->lock);
+  r->abandoned = 1;
+  pthread_mutex_unlock(&r->lock);
+  relay_release(r);
+}
+
+static relay *relay_new(const conn *k, const srv_route *route) {
+  relay *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  pthread_mutex_init(&r->lock, NULL);
+  pthread_cond_init(&r->changed, NULL);
+  r->c = k->c;
+  r->refs = 1;
+  r->url = strdup(route->upstream);
+  r->headers = copy_lines((const char *const *)route->headers);
+  r->body = copy_bytes(k->body ? k->body : "", k->len);
+  r->body_len = k->len;
+  if (!r->url || !r->headers || !r->body) {
+    relay_release(r);
+    return NULL;
+  }
+  return r;
+}
+
+/* Whether a request comes from a page of this server. A browser names the
+ * page's origin on a cross-site POST, and a DNS name rebound to loopback
+ * arrives with that name as Host: neither may spend the upstream's key. */
+static int from_own_page(struct MHD_Connection *c) {
+  const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+  const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+  if (!host) return 0;
+  size_t name = strcspn(host, ":");
+  int loopback = name == 9 && (strncmp(host, "127.0.0.1", 9) == 0 || strncmp(host, "localhost", 9) == 0);
+  return loopback && (!origin || (strncmp(origin, "http://", 7) == 0 && strcmp(origin + 7, host) == 0));
+}
+
+static enum MHD_Result send_relay(conn *k, const srv_route *route) {
+  if (!from_own_page(k->c))
+    return send_error(k, 403, "this proxy serves pages of its own server only", "forbidden");
+  relay *r = relay_new(k, route);
+  struct MHD_Response *resp =
+      r ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, relay_read, r, relay_let_go) : NULL;
+  if (!resp) {
+    if (r) relay_release(r);
+    return send_error(k, 500, "out of memory", NULL);
+  }
+  pthread_t thread;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  r->refs++;
+  if (pthread_create(&thread, &attr, relay_run, r) != 0) {
+    r->refs--;
+    relay_fail(r, "cannot start a thread for the upstream request");
+  }
+  pthread_attr_destroy(&attr);
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+  k->status = 200;
+  enum MHD_Result ok = MHD_queue_response(k->c, MHD_HTTP_OK, resp);
+  MHD_destroy_response(resp);
+  return ok;
+}
+
+static enum MHD_Result send_page(conn *k, const srv_route *route) {
+  struct MHD_Response *resp = MHD_create_response_from_buffer(route->body_len, route->body, MHD_RESPMEM_PERSISTENT);
+  if (!resp) return MHD_NO;
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, route->content_type);
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  k->status = 200;
+  enum MHD_Result ok = MHD_queue_response(k->c, MHD_HTTP_OK, resp);
+  MHD_destroy_response(resp);
+  return ok;
+}
+
+static enum MHD_Result dispatch_route(conn *k, const char *url, const char *method) {
+  const srv_route *route = NULL;
+  for (int i = 0; i < k->s->nroutes && !route; i++)
+    if (strcmp(k->s->routes[i].path, url) == 0) route = &k->s->routes[i];
+  if (!route) return send_error(k, 404, "no such endpoint", "not_found");
+  if (route->upstream)
+    return strcmp(method, "POST") == 0 ? send_relay(k, route)
+                                       : send_error(k, 405, "this endpoint takes POST", "method_not_allowed");
+  if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) return send_page(k, route);
+  return send_error(k, 405, "this page takes GET", "method_not_allowed");
+}
+
+static int check_route(const mf_server_route *r) {
+  if (!r->path || r->path[0] != '/') return mf_fail("server: a route's path must start with '/'");
+  if (route(r->path) != EP_OTHER) return mf_fail("server: route %s is an API endpoint", r->path);
+  if (r->upstream && strncmp(r->upstream, "http://", 7) != 0 && strncmp(r->upstream, "https://", 8) != 0)
+    return mf_fail("server: route %s: upstream '%s' is not an http:// or https:// URL", r->path, r->upstream);
+  if (!r->upstream && (!r->content_type || (!r->body && r->body_len)))
+    return mf_fail("server: route %s: a page needs a content type and its bytes", r->path);
+  return 0;
+}
+
+int srv_routes_copy(mf_server *s) {
+  int n = s->opts.nroutes;
+  if (n <= 0) return 0;
+  if (!s->opts.routes) return mf_fail("server: nroutes is %d but routes is NULL", n);
+  if (!(s->routes = calloc((size_t)n, sizeof *s->routes))) return mf_fail("server: out of memory");
+  for (int i = 0; i < n; i++) {
+    const mf_server_route *from = &s->opts.routes[i];
+    srv_route *to = &s->routes[i];
+    if (check_route(from)) return -1;
+    s->nroutes = i + 1;
+    to->path = strdup(from->path);
+    to->headers = copy_lines(from->headers);
+    if (from->upstream) to->upstream = strdup(from->upstream);
+    else {
+      to->content_type = strdup(from->content_type);
+      to->body = copy_bytes(from->body, from->body_len);
+      to->body_len = from->body_len;
+    }
+    if (!to->path || !to->headers || !(to->upstream || (to->content_type && to->body)))
+      return mf_fail("server: out of memory");
+  }
+  return 0;
+}
+
+void srv_routes_free(mf_server *s) {
+  for (int i = 0; i < s->nroutes; i++) {
+    srv_route *r = &s->routes[i];
+    free(r->path);
+    free(r->content_type);
+    free(r->body);
+    free(r->upstream);
+    free_lines(r->headers);
+  }
+  free(s->routes);
+  s->routes = NULL;
+  s->nroutes = 0;
+}
+
 /* ---- requests ---- */
 
 static enum MHD_Result send_answer(conn *k, srv_request *r) {
@@ -252,10 +535,12 @@ static enum MHD_Result handle_post(conn *k) {
   return r->stream && r->endpoint != EP_EMBEDDINGS ? send_stream(k, r) : send_answer(k, r);
 }
 
-static enum MHD_Result dispatch(conn *k, const char *method) {
+static enum MHD_Result dispatch(conn *k, const char *url, const char *method) {
   mf_server *s = k->s;
   int post = k->ep == EP_COMPLETIONS || k->ep == EP_CHAT || k->ep == EP_EMBEDDINGS;
-  if (k->ep == EP_OTHER) return send_error(k, 404, "no such endpoint", "not_found");
+  if (k->ep == EP_OTHER) return dispatch_route(k, url, method);
+  if (!s->model && k->ep != EP_HEALTH && k->ep != EP_METRICS)
+    return send_error(k, 404, "this server serves no model", "no_model");
   if (strcmp(method, post ? "POST" : "GET") != 0)
     return send_error(k, 405, post ? "this endpoint takes POST" : "this endpoint takes GET", "method_not_allowed");
   if (post) return handle_post(k);
@@ -312,7 +597,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   }
   if (k->status) return MHD_YES;  /* answered already (413 before the body) */
   if (k->too_large) return too_large(k);
-  return dispatch(k, method);
+  return dispatch(k, url, method);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **state, enum MHD_RequestTerminationCode why) {

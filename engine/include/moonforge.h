@@ -476,6 +476,22 @@ int mf_model_load_adapter(mf_model *m, const char *path);
  * step (continuous batching). While it runs, nothing else may use the
  * model. Zero or negative options take the defaults in brackets. */
 typedef struct mf_server mf_server;
+/* Routes beyond the API, for a web front end such as the playground. A
+ * page answers GET path with fixed bytes. A proxy forwards the JSON body of
+ * POST path to its upstream URL with its headers (e.g. an API key the page
+ * must not see) and streams the upstream's reply back as it comes, so a
+ * page reaches remote endpoints without CORS; an upstream that answers
+ * other than 2xx, or cannot be reached, ends the stream with the event
+ * data: {"error": {"message": ...}}. A proxy takes requests only from
+ * pages of the server itself (loopback Host, same Origin). */
+typedef struct mf_server_route {
+  const char *path;              /* the exact URL path, e.g. "/" */
+  const char *content_type;      /* a page's Content-Type */
+  const char *body;              /* a page's bytes */
+  size_t body_len;
+  const char *upstream;          /* a proxy's URL (NULL for a page) */
+  const char *const *headers;    /* a proxy's "Key: value" lines, NULL-terminated (NULL: none) */
+} mf_server_route;
 typedef struct mf_server_opts {
   const char *host;          /* IPv4 address to bind [127.0.0.1] */
   int port;                  /* 0: an ephemeral port (see mf_server_port) */
@@ -490,7 +506,11 @@ typedef struct mf_server_opts {
   int timeout_s;             /* idle connections are closed after [30] seconds */
   int max_connections;       /* [256] */
   int grace_ms;              /* mf_server_stop lets in-flight requests finish this long [5000] */
+  const mf_server_route *routes;  /* pages and proxies, copied at start [none] */
+  int nroutes;
 } mf_server_opts;
+/* m and t may both be NULL: a server of routes alone, whose model
+ * endpoints answer 404. */
 mf_server *mf_server_start(mf_model *m, mf_tokenizer *t, const mf_server_opts *opts);
 int mf_server_port(const mf_server *s);
 /* Stops accepting, lets in-flight requests finish for grace_ms, cancels the

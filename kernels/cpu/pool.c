@@ -5,32 +5,52 @@
  * Ranges are handed out from an atomic counter, so a worker slowed down by
  * the rest of the machine takes fewer of them. Which thread runs a range
  * never changes the result: kernels only split work along independent
- * outputs. Workers spin briefly before sleeping because kernels come in quick
- * succession and a futex wake-up costs more than a short spin. Calls from
- * several threads are serialised; a call from inside a range runs inline.
+ * outputs, and the ranges depend on n and the pool size alone.
+ *
+ * A call is open while its caller still runs ranges. Workers join an open
+ * call (the count of those inside it sits next to the open bit in one atomic
+ * word), and the caller, once it runs out of ranges, closes the call and
+ * waits only for the workers that joined. So a worker the system has not
+ * scheduled yet never holds up a call: on a machine with more runnable
+ * threads than cores the caller simply does that worker's share itself.
+ *
+ * Waiting, by workers for the next call and by the caller for the joined
+ * workers, spins briefly (kernels come in quick succession and a wake-up
+ * costs more than a short spin), then yields the core a few times, then
+ * sleeps on a condition variable. Calls from several threads are
+ * serialised; a call from inside a range runs inline.
  */
 #include "cpu/common.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
-enum { SPIN_ROUNDS = 20000 };
+enum {
+  SPIN_ROUNDS = 2000, /* pause instructions, some tens of microseconds */
+  YIELD_ROUNDS = 8,   /* sched_yield calls before sleeping */
+};
+
+/* The call word: generation << 32 | OPEN | workers inside the call. */
+#define CALL_OPEN ((uint64_t)1 << 31)
+#define CALL_INSIDE ((uint64_t)0xffff)
+#define CALL_GENERATION(s) ((uint32_t)((s) >> 32))
 
 struct mfk_pool {
   int nthreads; /* workers plus the calling thread */
   pthread_t *workers;
   pthread_mutex_t call_lock; /* one parallel_for at a time */
-  pthread_mutex_t lock;
+  pthread_mutex_t lock;      /* guards sleeping on wake and done */
   pthread_cond_t wake, done;
-  /* the current call */
+  atomic_int stop;
+  /* the current call, written by the caller before it opens the call */
   mfk_range_fn fn;
   void *ctx;
   int64_t n, grain;
   atomic_llong next;
-  atomic_uint generation;
-  atomic_int running; /* workers still inside the current call */
-  int stop;
+  _Atomic uint64_t call;
 };
 
 static _Thread_local int inside_range;
@@ -51,30 +71,58 @@ static void run_ranges(mfk_pool *p) {
   inside_range = 0;
 }
 
-static unsigned wait_for_call(mfk_pool *p, unsigned seen) {
+/* Waits until ready(p, arg) holds: spinning, then yielding, then sleeping
+ * on cond, whose signallers change the state under p->lock. */
+typedef int (*ready_fn)(mfk_pool *p, uint64_t arg);
+
+static void wait_until(mfk_pool *p, pthread_cond_t *cond, ready_fn ready, uint64_t arg) {
   for (int i = 0; i < SPIN_ROUNDS; i++) {
-    unsigned g = atomic_load(&p->generation);
-    if (g != seen) return g;
+    if (ready(p, arg)) return;
     cpu_pause();
   }
+  for (int i = 0; i < YIELD_ROUNDS; i++) {
+    if (ready(p, arg)) return;
+    sched_yield();
+  }
   pthread_mutex_lock(&p->lock);
-  unsigned g;
-  while ((g = atomic_load(&p->generation)) == seen && !p->stop) pthread_cond_wait(&p->wake, &p->lock);
+  while (!ready(p, arg)) pthread_cond_wait(cond, &p->lock);
   pthread_mutex_unlock(&p->lock);
-  return g;
+}
+
+static int new_call(mfk_pool *p, uint64_t seen) {
+  return CALL_GENERATION(atomic_load(&p->call)) != seen || atomic_load(&p->stop);
+}
+
+static int workers_out(mfk_pool *p, uint64_t unused) {
+  (void)unused;
+  return (atomic_load(&p->call) & CALL_INSIDE) == 0;
+}
+
+/* Enters the call if it is still open; returns its generation either way. */
+static uint32_t join(mfk_pool *p, int *joined) {
+  uint64_t s = atomic_load(&p->call);
+  while (s & CALL_OPEN)
+    if (atomic_compare_exchange_weak(&p->call, &s, s + 1)) {
+      *joined = 1;
+      return CALL_GENERATION(s);
+    }
+  *joined = 0;
+  return CALL_GENERATION(s);
 }
 
 static void *worker_main(void *arg) {
   mfk_pool *p = arg;
-  unsigned seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    seen = wait_for_call(p, seen);
-    pthread_mutex_lock(&p->lock);
-    int stop = p->stop;
-    pthread_mutex_unlock(&p->lock);
-    if (stop) return NULL;
+    wait_until(p, &p->wake, new_call, seen);
+    if (atomic_load(&p->stop)) return NULL;
+    int joined;
+    seen = join(p, &joined);
+    if (!joined) continue;
     run_ranges(p);
-    if (atomic_fetch_sub(&p->running, 1) == 1) {
+    /* The last one out of a closed call wakes the caller. */
+    uint64_t s = atomic_fetch_sub(&p->call, 1) - 1;
+    if ((s & (CALL_OPEN | CALL_INSIDE)) == 0) {
       pthread_mutex_lock(&p->lock);
       pthread_cond_signal(&p->done);
       pthread_mutex_unlock(&p->lock);
@@ -108,8 +156,7 @@ mfk_pool *mfk_pool_new(int nthreads) {
 void mfk_pool_free(mfk_pool *p) {
   if (!p) return;
   pthread_mutex_lock(&p->lock);
-  p->stop = 1;
-  atomic_fetch_add(&p->generation, 1);
+  atomic_store(&p->stop, 1);
   pthread_cond_broadcast(&p->wake);
   pthread_mutex_unlock(&p->lock);
   for (int i = 0; i < p->nthreads - 1; i++) pthread_join(p->workers[i], NULL);
@@ -136,16 +183,15 @@ void mfk_parallel_for(mfk_pool *p, int64_t n, mfk_range_fn fn, void *ctx) {
   /* about four ranges per thread: enough to even out, few enough to be cheap */
   p->grain = mfk_max(1, n / (4 * (int64_t)p->nthreads));
   atomic_store(&p->next, 0);
-  atomic_store(&p->running, p->nthreads - 1);
+  uint64_t generation = CALL_GENERATION(atomic_load(&p->call)) + 1u;
   pthread_mutex_lock(&p->lock);
-  atomic_fetch_add(&p->generation, 1);
+  atomic_store(&p->call, (uint64_t)(uint32_t)generation << 32 | CALL_OPEN);
   pthread_cond_broadcast(&p->wake);
   pthread_mutex_unlock(&p->lock);
   run_ranges(p);
-  for (int i = 0; i < SPIN_ROUNDS && atomic_load(&p->running) > 0; i++) cpu_pause();
-  pthread_mutex_lock(&p->lock);
-  while (atomic_load(&p->running) > 0) pthread_cond_wait(&p->done, &p->lock);
-  pthread_mutex_unlock(&p->lock);
+  /* Every range is taken: workers that have not joined yet need not. */
+  atomic_fetch_and(&p->call, ~CALL_OPEN);
+  wait_until(p, &p->done, workers_out, 0);
   pthread_mutex_unlock(&p->call_lock);
 }
 

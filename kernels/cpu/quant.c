@@ -8,6 +8,7 @@
  * whose weights carry an offset). Activations are quantized once per call;
  * threads then take ranges of output columns, each dot product running
  * over its blocks in order, so the thread count never changes the bits.
+ * A weight row serves several activation rows per load (quant.h).
  */
 #include "cpu/common.h"
 #include "cpu/quant.h"
@@ -45,54 +46,48 @@ size_t mfk_qblock_bytes(mfk_qtype type) {
 
 /* ---- portable dot products ---- */
 
-static float dot_q8_0(const void *w, const mfk_block_q8_act *x, int64_t nb) {
-  const mfk_block_q8_0 *b = w;
-  float sum = 0;
-  for (int64_t i = 0; i < nb; i++) {
-    int s = 0;
-    for (int j = 0; j < 32; j++) s += b[i].qs[j] * x[i].qs[j];
-    sum += (mfk_f16_to_f32(b[i].d) * x[i].d) * (float)s;
+/* One weight block's dot product with activation block x. */
+static float dot_block(mfk_qtype type, const unsigned char *w, const mfk_block_q8_act *x) {
+  int s = 0;
+  if (type == MFK_Q8_0) {
+    const mfk_block_q8_0 *b = (const mfk_block_q8_0 *)w;
+    for (int j = 0; j < 32; j++) s += b->qs[j] * x->qs[j];
+    return (mfk_f16_to_f32(b->d) * x->d) * (float)s;
   }
-  return sum;
+  if (type == MFK_Q4_0) {
+    const mfk_block_q4_0 *b = (const mfk_block_q4_0 *)w;
+    for (int j = 0; j < 16; j++) s += ((b->qs[j] & 15) - 8) * x->qs[j] + ((b->qs[j] >> 4) - 8) * x->qs[j + 16];
+    return (mfk_f16_to_f32(b->d) * x->d) * (float)s;
+  }
+  const mfk_block_q4_1 *b = (const mfk_block_q4_1 *)w;
+  for (int j = 0; j < 16; j++) s += (b->qs[j] & 15) * x->qs[j] + (b->qs[j] >> 4) * x->qs[j + 16];
+  return (mfk_f16_to_f32(b->d) * x->d) * (float)s + mfk_f16_to_f32(b->m) * x->s;
 }
 
-static float dot_q4_0(const void *w, const mfk_block_q8_act *x, int64_t nb) {
-  const mfk_block_q4_0 *b = w;
-  float sum = 0;
-  for (int64_t i = 0; i < nb; i++) {
-    int s = 0;
-    for (int j = 0; j < 16; j++)
-      s += ((b[i].qs[j] & 15) - 8) * x[i].qs[j] + ((b[i].qs[j] >> 4) - 8) * x[i].qs[j + 16];
-    sum += (mfk_f16_to_f32(b[i].d) * x[i].d) * (float)s;
+static void qdot_rows_generic(mfk_qtype type, const void *w, const mfk_block_q8_act *x, int64_t xs,
+                              int64_t nb, int rows, float *out) {
+  size_t bytes = mfk_qblock_bytes(type);
+  for (int r = 0; r < rows; r++) {
+    float sum = 0;
+    for (int64_t i = 0; i < nb; i++) sum += dot_block(type, (const unsigned char *)w + i * bytes, x + r * xs + i);
+    out[r] = sum;
   }
-  return sum;
 }
 
-static float dot_q4_1(const void *w, const mfk_block_q8_act *x, int64_t nb) {
-  const mfk_block_q4_1 *b = w;
-  float sum = 0;
-  for (int64_t i = 0; i < nb; i++) {
-    int s = 0;
-    for (int j = 0; j < 16; j++) s += (b[i].qs[j] & 15) * x[i].qs[j] + (b[i].qs[j] >> 4) * x[i].qs[j + 16];
-    sum += (mfk_f16_to_f32(b[i].d) * x[i].d) * (float)s + mfk_f16_to_f32(b[i].m) * x[i].s;
-  }
-  return sum;
-}
-
-static const mfk_qdots qdots_generic = {dot_q8_0, dot_q4_0, dot_q4_1};
-
-static const mfk_qdots *best_qdots(void) {
+static mfk_qdot_rows_fn best_qdot_rows(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &mfk_qdots_avx2;
+  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) return mfk_qdot_rows_vnni;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return mfk_qdot_rows_avx2;
 #endif
-  return &qdots_generic;
+  return qdot_rows_generic;
 }
 
 /* ---- driver ---- */
 
 typedef struct qgemm_job {
-  mfk_qdot_fn dot;
+  mfk_qdot_rows_fn dot_rows;
+  mfk_qtype type;
   float *y;
   int accumulate;
   const float *x;
@@ -113,24 +108,27 @@ static void quantize_rows(void *ctx, int64_t begin, int64_t end) {
   }
 }
 
+/* Each weight row meets the activation rows MFK_QROWS at a time: its blocks
+ * are read and unpacked once per group, not once per row. */
 static void dot_columns(void *ctx, int64_t begin, int64_t end) {
-  qgemm_job *j = ctx;
-  for (int64_t r = 0; r < j->rows; r++) {
-    const mfk_block_q8_act *a = j->act + r * j->nb;
-    float *y = j->y + r * j->out;
-    for (int64_t c = begin; c < end; c++) {
-      float v = j->dot(j->w + c * j->row_bytes, a, j->nb);
-      y[c] = j->accumulate ? y[c] + v : v;
+  const qgemm_job *j = ctx;
+  float v[MFK_QROWS];
+  for (int64_t c = begin; c < end; c++)
+    for (int64_t r = 0; r < j->rows; r += MFK_QROWS) {
+      int n = (int)mfk_min(MFK_QROWS, j->rows - r);
+      j->dot_rows(j->type, j->w + c * j->row_bytes, j->act + r * j->nb, j->nb, j->nb, n, v);
+      for (int i = 0; i < n; i++) {
+        float *y = j->y + (r + i) * j->out + c;
+        *y = j->accumulate ? *y + v[i] : v[i];
+      }
     }
-  }
 }
 
 void mfk_qgemm(mfk_pool *pool, mfk_qtype type, float *y, int accumulate, const float *x,
                const void *w, int64_t rows, int64_t out, int64_t in, mfk_block_q8_act *act) {
-  const mfk_qdots *dots = best_qdots();
-  mfk_qdot_fn dot = type == MFK_Q8_0 ? dots->q8_0 : type == MFK_Q4_0 ? dots->q4_0 : dots->q4_1;
   int64_t nb = in / MFK_QBLOCK;
-  qgemm_job j = {dot, y, accumulate, x, w, rows, out, nb, (size_t)nb * mfk_qblock_bytes(type), act};
+  qgemm_job j = {best_qdot_rows(), type, y, accumulate, x, w, rows, out, nb,
+                 (size_t)nb * mfk_qblock_bytes(type), act};
   if (rows * nb >= 4096) mfk_parallel_for(pool, rows * nb, quantize_rows, &j);
   else quantize_rows(&j, 0, rows * nb);
   mfk_parallel_for(pool, out, dot_columns, &j);

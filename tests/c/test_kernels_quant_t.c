@@ -1,8 +1,13 @@
 /*
- * The transposed quantized matmul (kernels/cpu/quant_t.c): dx = dy W for
- * Q8_0, Q4_0 and Q4_1 weights against a double-precision product with the
- * weights decoded by hand from the block formats, accumulation, shapes that
- * do not fill a tile, and the same bits on 1, 2 and 3 threads.
+ * The quantized matmuls for Q8_0, Q4_0 and Q4_1 weights decoded by hand
+ * from the block formats:
+ * - transposed (kernels/cpu/quant_t.c): dx = dy W against a double-precision
+ *   product, accumulation, shapes that do not fill a tile, and the same bits
+ *   on 1, 2 and 3 threads;
+ * - forward (kernels/cpu/quant.c): y = x W^T on the int8 activation blocks
+ *   against the same products in double, for row counts around the rows
+ *   handled per weight load; each row's bits do not depend on the rows
+ *   computed with it nor on the thread count.
  */
 #include "kernel_testing.h"
 
@@ -86,11 +91,77 @@ static void check(mfk_qtype type, int64_t rows, int64_t out, int64_t in) {
   free(w), free(wf), free(want), free(dy), free(dx), free(dx0), free(decoded);
 }
 
+typedef struct fwd_job {
+  mfk_qtype type;
+  const void *w;
+  const float *x;
+  int64_t rows, out, in;
+  mfk_block_q8_act *act;
+} fwd_job;
+
+static void run_fwd(mfk_pool *pool, void *ctx, float *y) {
+  fwd_job *j = ctx;
+  mfk_qgemm(pool, j->type, y, 0, j->x, j->w, j->rows, j->out, j->in, j->act);
+}
+
+/* The exact value of the forward product on quantized activations, in
+ * double: what the kernel computes before float rounding. */
+static void forward_reference(double *want, const double *wf, const float *x, int64_t rows,
+                              int64_t out, int64_t in) {
+  int8_t qs[32];
+  double *xq = kt_doubles(rows * in);
+  for (int64_t b = 0; b < rows * in / 32; b++) {
+    float d = mfk_quantize_q8(x + b * 32, qs);
+    for (int j = 0; j < 32; j++) xq[b * 32 + j] = (double)d * qs[j];
+  }
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t o = 0; o < out; o++) {
+      double s = 0;
+      for (int64_t c = 0; c < in; c++) s += xq[r * in + c] * wf[o * in + c];
+      want[r * out + o] = s;
+    }
+  free(xq);
+}
+
+static void check_forward(mfk_qtype type, int64_t rows, int64_t out, int64_t in) {
+  double *wf = kt_doubles(out * in), *want = kt_doubles(rows * out);
+  void *w = random_weight(type, out, in, wf);
+  float *x = kt_random(rows * in, 1.0f), *y = kt_random(rows * out, 1.0f), *y0 = kt_copy(y, rows * out);
+  float *alone = malloc((size_t)out * sizeof(float));
+  mfk_block_q8_act *act = malloc((size_t)(rows * in / 32) * sizeof *act);
+  char what[96];
+
+  forward_reference(want, wf, x, rows, out, in);
+  for (int64_t i = 0; i < rows * out; i++) want[i] += y0[i];
+  mfk_pool *pool = mfk_pool_new(2);
+  mfk_qgemm(pool, type, y, 1, x, w, rows, out, in, act);
+  snprintf(what, sizeof what, "qgemm type %d [%lld x %lld] x [%lld x %lld]^T accumulate", (int)type,
+           (long long)rows, (long long)in, (long long)out, (long long)in);
+  kt_close(what, y, want, rows * out, 1e-5, 1e-5);
+
+  mfk_qgemm(pool, type, y, 0, x, w, rows, out, in, act);
+  int64_t differ = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    mfk_qgemm(pool, type, alone, 0, x + r * in, w, 1, out, in, act);
+    differ += memcmp(alone, y + r * out, (size_t)out * sizeof(float)) != 0;
+  }
+  KT_CHECK(differ == 0, "qgemm type %d: %lld of %lld rows change when computed alone", (int)type,
+           (long long)differ, (long long)rows);
+  mfk_pool_free(pool);
+
+  fwd_job j = {type, w, x, rows, out, in, act};
+  snprintf(what, sizeof what, "qgemm type %d rows %lld", (int)type, (long long)rows);
+  kt_same_bits(what, run_fwd, &j, rows * out);
+  free(w), free(wf), free(want), free(x), free(y), free(y0), free(alone), free(act);
+}
+
 int main(void) {
   mfk_qtype types[] = {MFK_Q8_0, MFK_Q4_0, MFK_Q4_1};
   for (int t = 0; t < 3; t++) {
     check(types[t], 7, 40, 96);     /* less than a tile both ways */
     check(types[t], 33, 300, 160);  /* a partial tile after whole ones */
+    for (int rows = 1; rows <= 9; rows += 2) check_forward(types[t], rows, 37, 160);
+    check_forward(types[t], 4, 200, 96);
   }
   if (!kt_failures) printf("ok\n");
   return kt_failures != 0;

@@ -72,6 +72,8 @@ local function parse_options(args, spec)
   return options, positional
 end
 
+M.parse_options = parse_options
+
 local function fail(command, message)
   stderr("moonforge ", command, ": ", message, "\n")
   return 2
@@ -325,6 +327,10 @@ M.register("pack", bundle_cli.pack_command, bundle_cli.pack_usage)
 M.register("unpack", bundle_cli.unpack_command, bundle_cli.unpack_usage)
 local serve = require "moonforge.serve"
 M.register("serve", serve.command, serve.usage)
+local chat_cli = require "moonforge.chat_cli"
+M.register("chat", chat_cli.command, chat_cli.usage)
+local playground = require "moonforge.playground"
+M.register("playground", playground.command, playground.usage)
 
 function M.main(argv)
   local name = argv[1]
