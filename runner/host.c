@@ -152,6 +152,26 @@ static int l_append_line(lua_State *L) {
   return 1;
 }
 
+/* The whole file as a string, or nil and "cannot read PATH: reason". */
+static int l_read_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  FILE *f = fopen(path, "rb");
+  if (!f) return fail(L, "cannot read", path);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  size_t got;
+  do {
+    char *p = luaL_prepbuffer(&b);
+    got = fread(p, 1, LUAL_BUFFERSIZE, f);
+    luaL_addsize(&b, got);
+  } while (got == LUAL_BUFFERSIZE);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) return fail(L, "cannot read", path);
+  luaL_pushresult(&b);
+  return 1;
+}
+
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -228,6 +248,7 @@ int luaopen_moonforge_host(lua_State *L) {
     {"interrupted", l_interrupted}, {"isatty", l_isatty}, {"term_width", l_term_width},
     {"clock", l_clock}, {"time", l_time}, {"getpid", l_getpid}, {"pid_alive", l_pid_alive},
     {"mkdir_p", l_mkdir_p}, {"write_atomic", l_write_atomic}, {"append_line", l_append_line},
+    {"read_file", l_read_file},
     {"listdir", l_listdir}, {"kind", l_kind}, {"realpath", l_realpath}, {"uname", l_uname},
     {"exe_path", l_exe_path}, {NULL, NULL}};
   lua_newtable(L);

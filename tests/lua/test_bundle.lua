@@ -18,12 +18,7 @@ local tokens = { { 1, 5, 9, 2, 33, 7 } }
 ffi.cdef("int setenv(const char *name, const char *value, int overwrite);")
 ffi.C.setenv("MOONFORGE_CACHE", dir .. "/cache", 1)
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = T.read
 
 -- The golden model with an adapter trained for two steps, so that the
 -- adapter changes the logits; saved as a PEFT folder.

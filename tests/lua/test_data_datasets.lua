@@ -12,12 +12,7 @@ local dir = T.tmpdir("datasets")
 local FILES = { "raw/train.jsonl", "raw/eval.jsonl", "raw/test.jsonl", "chat/train.jsonl", "chat/eval.jsonl",
   "chat/test.jsonl" }
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = T.read
 
 -- Runs the generator into out; returns what it printed.
 local function generate(out, args)

@@ -7,12 +7,7 @@ local mf = require "moonforge"
 local data = mf.data
 local dir = T.tmpdir("data-shard")
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = T.read
 
 T.test("id lists round-trip with document boundaries", function()
   local path = dir .. "/docs.shard"

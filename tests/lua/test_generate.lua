@@ -15,12 +15,7 @@ local root = os.getenv("MF_SOURCE_DIR") or "."
 local models_dir = root .. "/tests/reference/golden/models/"
 local golden_dir = root .. "/tests/reference/golden/"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = T.read
 
 local function random_prompts(count, vocab, seed)
   local rng = ffi.new("mf_rng")

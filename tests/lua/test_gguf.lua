@@ -12,13 +12,7 @@ local root = os.getenv("MF_SOURCE_DIR") or "."
 local MODEL = root .. "/datasets/cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 local GOLDEN = root .. "/tests/reference/golden/gguf/smollm2_llama_cpp.json"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = require("moonforge.host").read_file
 
 local function tiny()
   return mf.model.new({ model_type = "llama", vocab_size = 64, hidden_size = 64, intermediate_size = 96,

@@ -9,12 +9,7 @@ local host = require "moonforge.host"
 local root = os.getenv("MF_SOURCE_DIR") or "."
 local golden = root .. "/tests/reference/golden/formats/"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = T.read
 
 T.test("from nested tables gives shape, dtype and values", function()
   local t = mf.tensor.from({ { 1, 2, 3 }, { 4, 5, 6 } })

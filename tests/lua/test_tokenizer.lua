@@ -8,12 +8,7 @@ local ROOT = os.getenv("MF_SOURCE_DIR") or "."
 local GOLDEN = ROOT .. "/tests/reference/golden/tokenizers/"
 local GGUF = ROOT .. "/datasets/cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = T.read
 
 local function write(path, s)
   local f = assert(io.open(path, "wb"))

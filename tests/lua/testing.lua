@@ -50,6 +50,11 @@ function T.test(name, fn)
   end
 end
 
+-- The whole file at path (an error when it cannot be read).
+function T.read(path)
+  return assert(require("moonforge.host").read_file(path))
+end
+
 -- A fresh empty folder under the build's temporary area.
 function T.tmpdir(tag)
   local base = os.getenv("TMPDIR") or "/tmp"

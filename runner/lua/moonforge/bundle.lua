@@ -43,13 +43,7 @@ end
 
 local M = {}
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local read = host.read_file
 
 local function file_name(title) return (title or "model"):gsub("[^%w._-]+", "-") .. ".mfb" end
 

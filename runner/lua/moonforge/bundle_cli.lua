@@ -24,12 +24,7 @@ end
 
 local function exists(path) return host.kind(path) ~= nil end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local function read(path) return assert(host.read_file(path)) end
 
 local function first_existing(dir, names)
   for _, name in ipairs(names) do

@@ -219,10 +219,8 @@ function Store:has(key)
 end
 
 local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then error(err, 0) end
-  local data = f:read("*a")
-  f:close()
+  local data, err = host.read_file(path)
+  if not data then error(err, 0) end
   return data
 end
 

@@ -81,10 +81,8 @@ end
 
 -- The file's text without a UTF-8 byte-order mark (which is not content).
 local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then error("cannot open " .. tostring(err), 0) end
-  local text = f:read("*a")
-  f:close()
+  local text, err = host.read_file(path)
+  if not text then error(err, 0) end
   return (text:gsub("^\239\187\191", ""))
 end
 

@@ -24,13 +24,7 @@ local function write(path, text)
   if not ok then error(err, 0) end
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local read = host.read_file
 
 local function slug(title)
   local s = title:lower():gsub("[^%w]+", "-"):gsub("^-+", ""):gsub("-+$", "")
