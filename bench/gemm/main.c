@@ -5,12 +5,16 @@
  * 32000, batch 8 x seq 256 = 2048 rows), as a share of that peak; then
  * decoding's products, one row of activations times a weight matrix
  * [N x K] transposed, as GFLOP/s and as GB/s of weights read (they are
- * bound by memory, not by the FMA peak).
+ * bound by memory, not by the FMA peak). Each training shape is also run
+ * by mfk_gemm_bf16 on the same values rounded to bf16, reported as a share
+ * of the peak of its own instruction (vdpbf16ps, measured the same way) and
+ * as a speed-up over the f32 GEMM.
  *
  *   mf_bench_gemm [--peak-only]
  *
- * Output lines are "peak THREADS GFLOPS", "gemm SHAPE THREADS GFLOPS
- * PERCENT" and "decode SHAPE THREADS GFLOPS GBPS"; the thread counts are 1
+ * Output lines are "peak THREADS GFLOPS", "peak_bf16 THREADS GFLOPS",
+ * "gemm SHAPE THREADS GFLOPS PERCENT", "bf16 SHAPE THREADS GFLOPS PERCENT
+ * xSPEEDUP" and "decode SHAPE THREADS GFLOPS GBPS"; the thread counts are 1
  * and mf_threads() (MOONFORGE_THREADS).
  * Every figure is the best of several repetitions: the machine is shared.
  */
@@ -59,6 +63,19 @@ __attribute__((target("avx2,fma"))) static float fma_loop_avx2(long iters) {
   }
   return sum;
 }
+
+/* vdpbf16ps: each instruction is 16 lanes of two multiply-adds. */
+__attribute__((target("avx512f,avx512bf16"))) static float dpbf16_loop_avx512(long iters) {
+  __m512 acc[CHAINS];
+  __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = (__m512bh)_mm512_set1_epi32(0x33d633d6);
+  for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_ps((float)c);
+  for (long i = 0; i < iters; i++)
+#pragma GCC unroll 16
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_dpbf16_ps(acc[c], x, y);
+  float sum = 0;
+  for (int c = 0; c < CHAINS; c++) sum += _mm512_reduce_add_ps(acc[c]);
+  return sum;
+}
 #endif
 
 static float fma_loop_generic(long iters) {
@@ -90,24 +107,44 @@ static double fma_loop(long iters) {
   return 2.0 * CHAINS * iters;
 }
 
+/* The loop of the bf16 GEMM's instruction: vdpbf16ps, or FMA for the
+ * portable path. */
+static double bf16_loop(long iters) {
+#if defined(__x86_64__)
+  if (!strcmp(mfk_gemm_bf16_isa(), "avx512bf16")) {
+    bench_sink = dpbf16_loop_avx512(iters);
+    return 2.0 * 32 * CHAINS * iters;
+  }
+#endif
+  return fma_loop(iters);
+}
+
+typedef struct peak_run {
+  double (*loop)(long iters);
+  double flops;
+} peak_run;
+
 /* One plain thread per core rather than the pool, so that every thread runs
  * exactly one loop at the same time. */
 static void *peak_thread(void *arg) {
-  *(double *)arg = fma_loop(PEAK_ITERS);
+  peak_run *run = arg;
+  run->flops = run->loop(PEAK_ITERS);
   return NULL;
 }
 
-static double measure_peak(int threads) {
+static double measure_peak(int threads, double (*loop)(long iters)) {
   pthread_t tid[64];
-  double flops[64], best = 0;
+  peak_run runs[64];
+  double best = 0;
   if (threads > 64) threads = 64;
+  for (int i = 0; i < threads; i++) runs[i].loop = loop;
   for (int rep = 0; rep < 5; rep++) {
     double t0 = now(), total = 0;
-    for (int i = 1; i < threads; i++) pthread_create(&tid[i], NULL, peak_thread, &flops[i]);
-    peak_thread(&flops[0]);
+    for (int i = 1; i < threads; i++) pthread_create(&tid[i], NULL, peak_thread, &runs[i]);
+    peak_thread(&runs[0]);
     for (int i = 1; i < threads; i++) pthread_join(tid[i], NULL);
     double dt = now() - t0;
-    for (int i = 0; i < threads; i++) total += flops[i];
+    for (int i = 0; i < threads; i++) total += runs[i].flops;
     if (total / dt > best) best = total / dt;
   }
   return best / 1e9;
@@ -159,13 +196,34 @@ static float *filled(int64_t n) {
   return x;
 }
 
-/* Best time of several runs, at least 3 and at least 0.5 s in all. */
-static double best_seconds(mfk_pool *pool, const shape *s, const float *A, const float *B, float *C) {
+static uint16_t *to_bf16(const float *x, int64_t n) {
+  uint16_t *y = malloc((size_t)n * sizeof *y);
+  if (!y) {
+    fprintf(stderr, "mf_bench_gemm: out of memory\n");
+    exit(1);
+  }
+  for (int64_t i = 0; i < n; i++) y[i] = mf_f32_to_bf16(x[i]);
+  return y;
+}
+
+/* A shape's operands: f32, and bf16 (NULL where only f32 is timed). */
+typedef struct operands {
+  const float *A, *B;
+  const uint16_t *A16, *B16;
+  float *C;
+} operands;
+
+/* Best time of several runs, at least 3 and at least 0.5 s in all, of the
+ * bf16 GEMM when bf16 is set, else the f32 one. */
+static double best_seconds(mfk_pool *pool, const shape *s, const operands *o, int bf16) {
   double best = 1e30, spent = 0;
+  int64_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
   for (int rep = 0; rep < 3 || (spent < 0.5 && rep < 50); rep++) {
     double t0 = now();
-    mfk_gemm(pool, s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, s->ta ? s->M : s->K, B,
-             s->tb ? s->K : s->N, 0.0f, C, s->N);
+    if (bf16)
+      mfk_gemm_bf16(pool, s->ta, s->tb, s->M, s->N, s->K, 1.0f, o->A16, lda, o->B16, ldb, 0.0f, o->C, s->N);
+    else
+      mfk_gemm(pool, s->ta, s->tb, s->M, s->N, s->K, 1.0f, o->A, lda, o->B, ldb, 0.0f, o->C, s->N);
     double dt = now() - t0;
     spent += dt;
     if (dt < best) best = dt;
@@ -173,28 +231,38 @@ static double best_seconds(mfk_pool *pool, const shape *s, const float *A, const
   return best;
 }
 
-static void bench_shapes(mfk_pool *pool, double peak) {
+static void bench_shapes(mfk_pool *pool, double peak, double peak_bf16) {
   int threads = mfk_pool_size(pool);
-  double step_flops = 0, step_seconds = 0;
+  double step_flops = 0, step_seconds = 0, step_seconds_bf16 = 0;
   for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
     const shape *s = &shapes[i];
     float *A = filled(s->M * s->K), *B = filled(s->K * s->N), *C = filled(s->M * s->N);
-    double flops = 2.0 * s->M * s->N * s->K, t = best_seconds(pool, s, A, B, C);
+    uint16_t *A16 = to_bf16(A, s->M * s->K), *B16 = to_bf16(B, s->K * s->N);
+    operands o = { A, B, A16, B16, C };
+    double flops = 2.0 * s->M * s->N * s->K, t = best_seconds(pool, s, &o, 0);
     printf("gemm %-26s %d %8.1f %5.1f%%\n", s->name, threads, flops / t / 1e9, 100 * flops / t / 1e9 / peak);
+    double t16 = best_seconds(pool, s, &o, 1);
+    printf("bf16 %-26s %d %8.1f %5.1f%% x%.2f\n", s->name, threads, flops / t16 / 1e9,
+           100 * flops / t16 / 1e9 / peak_bf16, t / t16);
     fflush(stdout);
     step_flops += s->per_step * flops;
     step_seconds += s->per_step * t;
-    free(A), free(B), free(C);
+    step_seconds_bf16 += s->per_step * t16;
+    free(A), free(B), free(C), free(A16), free(B16);
   }
   printf("gemm %-26s %d %8.1f %5.1f%%\n", "one_training_step", threads, step_flops / step_seconds / 1e9,
          100 * step_flops / step_seconds / 1e9 / peak);
+  printf("bf16 %-26s %d %8.1f %5.1f%% x%.2f\n", "one_training_step", threads,
+         step_flops / step_seconds_bf16 / 1e9, 100 * step_flops / step_seconds_bf16 / 1e9 / peak_bf16,
+         step_seconds / step_seconds_bf16);
 }
 
 static void bench_decode(mfk_pool *pool) {
   for (size_t i = 0; i < sizeof decode_shapes / sizeof *decode_shapes; i++) {
     const shape *s = &decode_shapes[i];
     float *A = filled(s->M * s->K), *B = filled(s->K * s->N), *C = filled(s->M * s->N);
-    double t = best_seconds(pool, s, A, B, C);
+    operands o = { A, B, NULL, NULL, C };
+    double t = best_seconds(pool, s, &o, 0);
     printf("decode %-24s %d %8.1f %6.1f\n", s->name, mfk_pool_size(pool), 2.0 * s->M * s->N * s->K / t / 1e9,
            (double)s->N * s->K * sizeof(float) / t / 1e9);
     fflush(stdout);
@@ -205,16 +273,18 @@ static void bench_decode(mfk_pool *pool) {
 int main(int argc, char **argv) {
   int peak_only = argc > 1 && !strcmp(argv[1], "--peak-only");
   int counts[2] = { 1, mf_threads() };
-  printf("# isa %s; columns: peak THREADS GFLOP/s | gemm SHAPE(MxNxK) THREADS GFLOP/s %%-of-peak\n",
-         mfk_gemm_isa());
+  printf("# isa %s, bf16 %s; columns: peak THREADS GFLOP/s | gemm SHAPE(MxNxK) THREADS GFLOP/s %%-of-peak"
+         " | peak_bf16 THREADS GFLOP/s | bf16 SHAPE THREADS GFLOP/s %%-of-peak_bf16 speed-up-over-f32\n",
+         mfk_gemm_isa(), mfk_gemm_bf16_isa());
   for (int c = 0; c < 2; c++) {
     if (c == 1 && counts[1] == 1) break;
     mfk_pool *pool = mfk_pool_new(counts[c]);
-    double peak = measure_peak(counts[c]);
+    double peak = measure_peak(counts[c], fma_loop), peak_bf16 = measure_peak(counts[c], bf16_loop);
     printf("peak %d %.1f\n", counts[c], peak);
+    printf("peak_bf16 %d %.1f\n", counts[c], peak_bf16);
     fflush(stdout);
     if (!peak_only) {
-      bench_shapes(pool, peak);
+      bench_shapes(pool, peak, peak_bf16);
       bench_decode(pool);
     }
     mfk_pool_free(pool);

@@ -169,4 +169,41 @@ void mfk_qdequantize(mfk_qtype type, float *y, const void *w, int64_t rows, int6
 void mfk_qgemm_t(mfk_pool *pool, mfk_qtype type, float *dx, int accumulate, const float *dy, const void *w,
                  int64_t rows, int64_t out, int64_t in);
 
+/* ---- vector distances (kernels/cpu/distance.c) ----
+ * Dot products for vector search. A pair of vectors gives the same bits in
+ * every call: the sum runs in a fixed order that depends on n alone. */
+float mfk_dot(const float *a, const float *b, int64_t n);
+/* out[r] = dot(q, x[r, :]) for the rows of x [rows, dim]. */
+void mfk_dot_rows(float *out, const float *q, const float *x, int64_t rows, int64_t dim);
+
+/* ---- bidirectional attention over padded sequences (encoders) ----
+ * kernels/cpu/attention_bidir.c. q, k and v are [B, T, H, hd] with stride
+ * floats between consecutive positions (H*hd when dense; 3*H*hd for a fused
+ * QKV projection); out is [B, T, H, hd] dense. Query t of sequence b sees
+ * keys 0 .. lens[b]-1 (1 <= lens[b] <= T); rows t >= lens[b] are padding and
+ * get zeros. Scale is 1/sqrt(hd). */
+void mfk_attention_bidir_fwd(mfk_pool *pool, float *out, const float *q, const float *k, const float *v,
+                             const int32_t *lens, int64_t B, int64_t T, int64_t H, int64_t hd,
+                             int64_t stride);
+
+/* ---- bf16 matrix multiply (kernels/cpu/gemm_bf16.c) ----
+ * mfk_gemm's product, shapes and transposes with bf16 operands (the bit
+ * patterns: the high half of an IEEE float) and f32 C. Products of bf16
+ * values are exact in f32 and summed in f32 in a fixed order of K, so the
+ * result is as accurate as mfk_gemm's on the rounded inputs. Runs on
+ * AVX512_BF16 (vdpbf16ps) where the CPU has it and on portable code
+ * elsewhere; both add in the instruction's order and give the same bits,
+ * except that the instruction flushes subnormals to zero. */
+void mfk_gemm_bf16(mfk_pool *pool, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                   float alpha, const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb,
+                   float beta, float *C, int64_t ldc);
+/* The same with A in f32, rounded to bf16 (to nearest even) as it is read:
+ * f32 activations times bf16 weights. The result equals mfk_gemm_bf16's on
+ * the rounded A, bit for bit. */
+void mfk_gemm_f32_bf16(mfk_pool *pool, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                       float alpha, const float *A, int64_t lda, const uint16_t *B, int64_t ldb,
+                       float beta, float *C, int64_t ldc);
+/* The path mfk_gemm_bf16 takes: "avx512bf16" or "generic". */
+const char *mfk_gemm_bf16_isa(void);
+
 #endif
