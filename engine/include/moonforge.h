@@ -569,4 +569,79 @@ typedef struct mf_bundle_limits {
 } mf_bundle_limits;
 int mf_bundle_unpack(const char *archive, const char *dir, const mf_bundle_limits *limits, char *sha256_hex);
 
+/* ---- retrieval: vector indexes ----
+ * A set of float vectors of one dimension under int64 ids (engine/vindex.c),
+ * searched by similarity: the dot product (MF_METRIC_DOT) or the cosine
+ * (MF_METRIC_COSINE: vectors and queries are scaled to unit length first).
+ * Higher scores are better. An exact index compares each query with every
+ * vector; an HNSW index walks a navigable small-world graph (Malkov and
+ * Yashunin) with M links per node (2M on the bottom layer), ef_construction
+ * candidates while building and ef_search while searching; node levels are
+ * drawn from the counter-based stream of seed, so the same additions give
+ * the same graph. Deleting leaves a tombstone: the vector stays in the graph
+ * for navigation and is never returned; compaction rebuilds without them.
+ * Results hold min(k, live vectors) hits ordered by score, ties by lower id;
+ * the rest of each row is id -1, score -INFINITY. Searches run queries (HNSW)
+ * or slices of the index (exact) on the engine's threads, with the same
+ * results for any thread count. An index is one file (written atomically,
+ * checksummed); opening maps it and reads vectors and graph in place until
+ * the first change copies them. */
+typedef enum mf_vindex_kind { MF_VINDEX_EXACT = 0, MF_VINDEX_HNSW = 1 } mf_vindex_kind;
+typedef enum mf_metric { MF_METRIC_COSINE = 0, MF_METRIC_DOT = 1 } mf_metric;
+typedef struct mf_vindex_opts {
+  int dim;
+  mf_metric metric;
+  mf_vindex_kind kind;
+  int M;                 /* [16] */
+  int ef_construction;   /* [200] */
+  int ef_search;         /* [64] */
+  uint64_t seed;
+} mf_vindex_opts;
+typedef struct mf_vindex mf_vindex;
+mf_vindex *mf_vindex_new(const mf_vindex_opts *opts);
+void mf_vindex_free(mf_vindex *ix);
+/* Adds vectors [n, dim] under ids (NULL: mf_vindex_next_id onwards). An id
+ * already live in the index is an error and nothing is added. */
+int mf_vindex_add(mf_vindex *ix, const int64_t *ids, const float *vectors, int64_t n);
+int mf_vindex_delete(mf_vindex *ix, int64_t id);
+int mf_vindex_compact(mf_vindex *ix);
+/* queries [nq, dim]; ids and scores [nq, k]. dim must be the index's. */
+int mf_vindex_search(mf_vindex *ix, const float *queries, int64_t nq, int dim, int k, int64_t *ids,
+                     float *scores);
+int mf_vindex_save(const mf_vindex *ix, const char *path);
+mf_vindex *mf_vindex_open(const char *path);
+void mf_vindex_get_opts(const mf_vindex *ix, mf_vindex_opts *out);
+int mf_vindex_set_ef_search(mf_vindex *ix, int ef_search);
+int64_t mf_vindex_count(const mf_vindex *ix);     /* live vectors */
+int64_t mf_vindex_deleted(const mf_vindex *ix);   /* tombstones */
+int64_t mf_vindex_next_id(const mf_vindex *ix);   /* 1 + the largest id added, 1 when none */
+/* Similarities computed by searches since the last reset (builds not counted). */
+int64_t mf_vindex_distance_count(const mf_vindex *ix);
+void mf_vindex_reset_distance_count(mf_vindex *ix);
+
+/* ---- sentence embeddings ----
+ * A BERT-family sentence encoder (engine/bert.c) as sentence-transformers
+ * runs it: all-MiniLM-L6-v2, bge-small and the like, from a folder holding
+ * config.json (model_type "bert"), model.safetensors, tokenizer.json
+ * (WordPiece) and optionally modules.json with a Pooling module (mean or
+ * CLS pooling; mean without one) and sentence_bert_config.json
+ * (max_seq_length). Texts become [CLS] text [SEP], cut to max_len ids. */
+typedef struct mf_encoder mf_encoder;
+mf_encoder *mf_encoder_load(const char *dir);
+void mf_encoder_free(mf_encoder *e);
+int mf_encoder_dim(const mf_encoder *e);
+int mf_encoder_max_len(const mf_encoder *e);
+const char *mf_encoder_pooling(const mf_encoder *e);  /* "mean" or "cls" */
+/* The encoder's own tokenizer, valid while the encoder lives. */
+mf_tokenizer *mf_encoder_tokenizer(mf_encoder *e);
+/* Embeddings of n texts (lens[i] bytes each; lens NULL: NUL-terminated)
+ * into out [n, dim], L2-normalised when normalize. Texts are sorted by
+ * length into batches of batch_size (<= 0: 32) to limit padding; a text's
+ * embedding depends on the texts and batch_size, not on the thread count. */
+int mf_encoder_encode(mf_encoder *e, const char *const *texts, const size_t *lens, int64_t n, int batch_size,
+                      int normalize, float *out);
+/* The last hidden states of ids [B, T] into out [B, T, dim]; sequence b is
+ * its first lens[b] ids, the rest padding (masked out of attention). */
+int mf_encoder_hidden(mf_encoder *e, const int32_t *ids, const int32_t *lens, int64_t B, int64_t T, float *out);
+
 #endif
