@@ -5,7 +5,8 @@
  * Encoding follows HF tokenizers: added tokens are cut out of the text
  * first (special ones only when parse_special asks: by default text is
  * data), then each plain segment is normalized, pre-tokenized and BPE'd
- * word by word; add_special puts the post-processor's ids around it.
+ * word by word (or WordPiece'd); add_special puts the post-processor's ids
+ * around it.
  */
 #define _GNU_SOURCE
 #include "tokenizer.h"
@@ -103,6 +104,7 @@ static int token_bytes(const mf_tokenizer *t, int32_t id, tok_buf *out) {
   size_t len = t->text_len[id];
   if (t->flags[id] & TOK_ADDED) return tok_buf_put(out, s, len);
   if (t->byte_level) return tok_unspell(s, len, out);
+  if (t->wordpiece) return tok_wordpiece_bytes(t, s, len, out);
   int b = byte_token(s, len);
   char c = (char)b;
   if (b >= 0) return tok_buf_put(out, &c, 1);
@@ -181,8 +183,7 @@ fail:
 
 /* ---- encoding ---- */
 
-/* Unicode White_Space (what Rust's char::is_whitespace takes). */
-static int is_space(uint32_t cp) {
+int tok_is_space(uint32_t cp) {
   return cp == ' ' || (cp >= '\t' && cp <= '\r') || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
          (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
          cp == 0x205F || cp == 0x3000;
@@ -191,7 +192,7 @@ static int is_space(uint32_t cp) {
 /* Length of the whitespace character at p (0 if none). */
 static size_t space_at(const char *p, size_t left) {
   size_t n = tok_utf8_len(p, left);
-  return is_space(tok_utf8_decode(p, n)) ? n : 0;
+  return tok_is_space(tok_utf8_decode(p, n)) ? n : 0;
 }
 
 /* Length of the whitespace character that ends at end, not before from. */
@@ -255,14 +256,18 @@ static int find_added(const mf_tokenizer *t, const char *text, size_t len, size_
 
 static int encode_plain(mf_tokenizer *t, const char *s, size_t len, int at_start, tok_work *w, tok_emit *e) {
   if (len == 0) return 0;
-  if (t->nnorms) {
-    if (tok_normalize(t, s, len, at_start, &w->norm)) return -1;
+  if (t->bert_norm || t->nnorms) {
+    if (t->bert_norm ? tok_bert_normalize(t, s, len, &w->norm) : tok_normalize(t, s, len, at_start, &w->norm))
+      return -1;
     s = w->norm.data;
     len = w->norm.len;
   }
   if (tok_pretokenize(t->splits, t->nsplits, s, len, w->md, &w->words, &w->tmp)) return -1;
-  for (size_t i = 0; i < w->words.n; i++)
-    if (tok_bpe_word(t, s + w->words.v[i].start, w->words.v[i].len, w, e)) return -1;
+  for (size_t i = 0; i < w->words.n; i++) {
+    const char *word = s + w->words.v[i].start;
+    size_t n = w->words.v[i].len;
+    if (t->wordpiece ? tok_wordpiece_word(t, word, n, e) : tok_bpe_word(t, word, n, w, e)) return -1;
+  }
   return 0;
 }
 

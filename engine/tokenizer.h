@@ -3,13 +3,16 @@
  * mf_tokenizer_*, shared by its loaders (tokenizer.json, GGUF), the trainer
  * and the encoder.
  *
- * A tokenizer is a BPE vocabulary in one of two styles:
+ * A tokenizer is a BPE vocabulary in one of two styles, or a WordPiece
+ * vocabulary (BERT; wordpiece.c):
  * - byte-level (GPT-2, Llama 3, Qwen, SmolLM): token text is spelled in
  *   GPT-2's byte alphabet; the encoder works on raw bytes, so every input
  *   byte has a token and nothing is lost;
  * - SentencePiece-style (Llama 2, Mistral): token text is UTF-8 with "▁" for
  *   a space; characters missing from the vocabulary fall back to <0xXX>
- *   byte tokens (or the unknown token).
+ *   byte tokens (or the unknown token);
+ * - WordPiece: BERT's normalizer, then each word split greedily into the
+ *   longest vocabulary pieces ("##" marks pieces that continue a word).
  * Encoding runs: added tokens split out first, then per plain segment the
  * normalizer steps, the pre-tokenizer splits (PCRE2 regexes) and BPE per
  * word (merge ranks in a hash map, a heap per word, a word -> ids cache).
@@ -64,6 +67,8 @@ size_t tok_utf8_len(const char *p, size_t left);
 uint32_t tok_utf8_decode(const char *p, size_t n);
 /* Appends code point cp as UTF-8. */
 int tok_put_utf8(tok_buf *b, uint32_t cp);
+/* Unicode White_Space (what Rust's char::is_whitespace takes). */
+int tok_is_space(uint32_t cp);
 
 /* ---- token flags ---- */
 enum {
@@ -115,6 +120,10 @@ struct mf_tokenizer {
   int32_t prefix[4], suffix[4]; /* ids added around the text with add_special */
   int nprefix, nsuffix;
   char *chat_template;
+  int wordpiece;         /* WordPiece words (wordpiece.c) instead of BPE */
+  unsigned bert_norm;    /* BERT_* normalizer steps (WordPiece vocabularies) */
+  int max_word_chars;    /* WordPiece: longer words are the unknown token */
+  char subword_prefix[8]; /* WordPiece: marks pieces that continue a word ("##") */
   pthread_mutex_t cache_lock;
   tok_strmap cache;      /* word -> offset of its ids in cache_ids */
   tok_buf cache_ids;
@@ -172,5 +181,17 @@ typedef struct tok_work {
 void tok_work_free(tok_work *w);
 /* Emits the ids of one pre-tokenized word (through the word cache). */
 int tok_bpe_word(mf_tokenizer *t, const char *word, size_t len, tok_work *w, tok_emit *e);
+
+/* ---- WordPiece (wordpiece.c) ---- */
+enum { BERT_CLEAN_TEXT = 1, BERT_CHINESE_CHARS = 2, BERT_STRIP_ACCENTS = 4, BERT_LOWERCASE = 8 };
+/* BERT's normalizer steps in t->bert_norm over one segment into out. */
+int tok_bert_normalize(const mf_tokenizer *t, const char *s, size_t len, tok_buf *out);
+/* BERT's pre-tokenizer as split steps. */
+int tok_add_bert_pretokenizer(mf_tokenizer *t, const char *where);
+/* Emits the ids of one pre-tokenized word. */
+int tok_wordpiece_word(const mf_tokenizer *t, const char *word, size_t len, tok_emit *e);
+/* What a vocabulary token decodes to: a continuing piece without its
+ * prefix, any other piece after a space. */
+int tok_wordpiece_bytes(const mf_tokenizer *t, const char *text, size_t len, tok_buf *out);
 
 #endif

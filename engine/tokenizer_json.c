@@ -2,7 +2,10 @@
  * Loading HF tokenizer.json (and the tokenizer_config.json beside it).
  *
  * Understood: model BPE (vocab, merges as "a b" strings or [a, b] pairs,
- * byte_fallback, ignore_merges, fuse_unk, unk_token); added_tokens;
+ * byte_fallback, ignore_merges, fuse_unk, unk_token); model WordPiece
+ * (vocab, unk_token, continuing_subword_prefix, max_input_chars_per_word)
+ * with normalizer BertNormalizer and pre-tokenizer BertPreTokenizer
+ * (engine/wordpiece.c); added_tokens;
  * normalizers Prepend, Replace (string patterns), NFC (taken as already
  * satisfied: the text is assumed NFC, as nearly all text is) and Sequence;
  * pre-tokenizers ByteLevel, Split (regex or string), Digits, Metaspace and
@@ -136,6 +139,14 @@ static int add_normalizer(const loader *L, json_t *n, const char *where) {
     return 0;
   }
   if (strcmp(type, "NFC") == 0) return 0;
+  if (strcmp(type, "BertNormalizer") == 0) {
+    int lowercase = bool_or(n, "lowercase", 1);
+    L->t->bert_norm = (bool_or(n, "clean_text", 1) ? BERT_CLEAN_TEXT : 0) |
+                      (bool_or(n, "handle_chinese_chars", 1) ? BERT_CHINESE_CHARS : 0) |
+                      (bool_or(n, "strip_accents", lowercase) ? BERT_STRIP_ACCENTS : 0) |
+                      (lowercase ? BERT_LOWERCASE : 0);
+    return 0;
+  }
   if (strcmp(type, "Prepend") == 0) {
     json_t *p = need(L, n, "prepend", JSON_STRING, "normalizer.");
     return p ? tok_add_norm(L->t, NORM_PREPEND, NULL, json_string_value(p), 0, 0) : -1;
@@ -208,6 +219,7 @@ static int add_pretokenizer(const loader *L, json_t *p, int first) {
     return tok_add_split(L->t, bool_or(p, "individual_digits", 0) ? TOK_RE_DIGIT : "\\p{N}+",
                          SPLIT_ISOLATED, L->path);
   if (strcmp(type, "Metaspace") == 0) return add_metaspace(L, p);
+  if (strcmp(type, "BertPreTokenizer") == 0) return tok_add_bert_pretokenizer(L->t, L->path);
   return mf_fail("%s: pre_tokenizer type '%s' is not supported", L->path, type);
 }
 
@@ -305,16 +317,32 @@ static int check_model_options(const loader *L, json_t *model) {
   return 0;
 }
 
+/* WordPiece's options; its unknown token is required (checked in build). */
+static int wordpiece_options(const loader *L, json_t *model) {
+  const char *prefix = str_or(model, "continuing_subword_prefix", "##");
+  json_t *max = json_object_get(model, "max_input_chars_per_word");
+  if (strlen(prefix) >= sizeof L->t->subword_prefix)
+    return mf_fail("%s: model.continuing_subword_prefix '%s' is too long", L->path, prefix);
+  if (max && (!json_is_integer(max) || json_integer_value(max) < 1 || json_integer_value(max) > 1000000))
+    return mf_fail("%s: model.max_input_chars_per_word must be a positive integer", L->path);
+  strcpy(L->t->subword_prefix, prefix);
+  L->t->max_word_chars = max ? (int)json_integer_value(max) : 100;
+  L->t->wordpiece = 1;
+  return 0;
+}
+
 static int build(loader *L) {
   json_t *root = L->root;
   json_t *model = need(L, root, "model", JSON_OBJECT, "");
   if (!model) return -1;
   const char *type = str_or(model, "type", "BPE");
-  if (strcmp(type, "BPE") != 0) return mf_fail("%s: model.type '%s' is not supported (BPE only)", L->path, type);
+  int wordpiece = strcmp(type, "WordPiece") == 0;
+  if (!wordpiece && strcmp(type, "BPE") != 0)
+    return mf_fail("%s: model.type '%s' is not supported (BPE or WordPiece)", L->path, type);
   json_t *vocab = need(L, model, "vocab", JSON_OBJECT, "model.");
-  json_t *merges = need(L, model, "merges", JSON_ARRAY, "model.");
+  json_t *merges = wordpiece ? NULL : need(L, model, "merges", JSON_ARRAY, "model.");
   json_t *added = json_object_get(root, "added_tokens");
-  if (!vocab || !merges || check_model_options(L, model)) return -1;
+  if (!vocab || (!wordpiece && (!merges || check_model_options(L, model)))) return -1;
   if (added && !json_is_array(added)) return mf_fail("%s: added_tokens must be an array", L->path);
   int32_t n = vocab_size(L, vocab, added);
   if (n < 0 || !(L->t = tok_alloc(n, is_byte_level(root)))) return -1;
@@ -322,14 +350,16 @@ static int build(loader *L) {
   t->byte_fallback = bool_or(model, "byte_fallback", 0);
   t->ignore_merges = bool_or(model, "ignore_merges", 0);
   t->fuse_unk = bool_or(model, "fuse_unk", 0);
-  t->strip_space = decoder_strips_space(json_object_get(root, "decoder"));
-  if (set_vocab(L, vocab, added) || tok_finish(t, L->path) || add_merges(L, merges) ||
+  t->strip_space = wordpiece || decoder_strips_space(json_object_get(root, "decoder"));
+  if ((wordpiece && wordpiece_options(L, model)) || set_vocab(L, vocab, added) || tok_finish(t, L->path) ||
+      (merges && add_merges(L, merges)) ||
       add_normalizer(L, json_object_get(root, "normalizer"), "normalizer.") ||
       add_pretokenizer(L, json_object_get(root, "pre_tokenizer"), 1) ||
       add_post_processor(L, json_object_get(root, "post_processor")))
     return -1;
   const char *unk = str_or(model, "unk_token", NULL);
   if (unk && tok_require(t, unk, strlen(unk), &t->unk_id, L->path)) return -1;
+  if (wordpiece && t->unk_id < 0) return mf_fail("%s: model.unk_token is required for WordPiece", L->path);
   for (int i = 0; i < t->nprefix + t->nsuffix; i++) {
     int32_t id = i < t->nprefix ? t->prefix[i] : t->suffix[i - t->nprefix];
     if (id < 0 || id >= t->n) return mf_fail("%s: post_processor id %d is not in the vocabulary", L->path, (int)id);

@@ -181,10 +181,12 @@ void mfk_dot_rows(float *out, const float *q, const float *x, int64_t rows, int6
  * floats between consecutive positions (H*hd when dense; 3*H*hd for a fused
  * QKV projection); out is [B, T, H, hd] dense. Query t of sequence b sees
  * keys 0 .. lens[b]-1 (1 <= lens[b] <= T); rows t >= lens[b] are padding and
- * get zeros. Scale is 1/sqrt(hd). */
+ * get zeros. Scale is 1/sqrt(hd). scratch holds
+ * mfk_attention_bidir_scratch(B, T, H, hd) floats (keys transposed per head). */
+int64_t mfk_attention_bidir_scratch(int64_t B, int64_t T, int64_t H, int64_t hd);
 void mfk_attention_bidir_fwd(mfk_pool *pool, float *out, const float *q, const float *k, const float *v,
                              const int32_t *lens, int64_t B, int64_t T, int64_t H, int64_t hd,
-                             int64_t stride);
+                             int64_t stride, float *scratch);
 
 /* ---- bf16 matrix multiply (kernels/cpu/gemm_bf16.c) ----
  * mfk_gemm's product, shapes and transposes with bf16 operands (the bit
