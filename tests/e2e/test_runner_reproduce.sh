@@ -45,6 +45,7 @@ local r = mf.recipe{ name = "clock" }
 r:cell("measure", function(ctx)
   ctx:metric("steady", 1.5, 1)
   ctx:metric("wall", 1 + (host.time() % 1) * 1e-9, 1)
+  ctx:metric("speed", host.time(), 1, { timing = true })
   if os.getenv("MF_TEST_EXTRA") then ctx:metric("extra", 1) end
 end)
 return r
@@ -54,6 +55,7 @@ reproduce "$clock"
 [ "$status" = 1 ] || { cat repro.txt; fail "a nondeterministic metric reproduced (exit $status)"; }
 grep -q "^wall .* NO$" repro.txt || { cat repro.txt; fail "no mismatch line for the wall metric"; }
 grep -q "^steady .* yes$" repro.txt || fail "the steady metric did not match"
+if grep -q "^speed " repro.txt; then fail "a timing metric was compared"; fi
 reproduce "$clock" --tolerance 1e-6
 [ "$status" = 0 ] || { cat repro.txt; fail "--tolerance 1e-6 did not cover a 1e-9 difference"; }
 MF_TEST_EXTRA=1 reproduce "$clock" --tolerance 1e-6

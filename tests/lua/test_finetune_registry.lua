@@ -11,12 +11,7 @@ ffi.cdef("int setenv(const char *name, const char *value, int overwrite);")
 local home = T.tmpdir("registry")
 ffi.C.setenv("MOONFORGE_HOME", home, 1)
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = T.read
 
 T.test("registering twice makes two versions", function()
   local model = F.model()

@@ -244,7 +244,10 @@ function M.pack(spec)
   s.output = s.output or (parts .. "/" .. file_name(s.title))
   assert(host.mkdir_p(parts))
   local ok, result = pcall(write, s, parts)
-  if ok and ctx and not spec.output then ctx:artifact(s.output) end
+  if ok and ctx and not spec.output then
+    ctx:artifact(s.output)
+    result.path = ctx.artifacts[s.output:match("[^/]+$")]
+  end
   cache.remove_tree(parts)
   if not ok then error(result, 2) end
   return result

@@ -208,7 +208,8 @@ moonforge reproduce RUN [--tolerance X] [--runs DIR]
   without the cache, into a new run next to it; then compare the two runs'
   metrics value by value. Exit status 0 only when every value matches:
   bit for bit by default, within relative difference X with --tolerance.
-  A metric logged by one run and not the other is a mismatch.]]
+  A metric logged by one run and not the other is a mismatch. Timing
+  metrics (ctx:metric(..., {timing = true}), e.g. tokens/s) are not compared.]]
 
 local function same(a, b, tolerance)
   if a == nil or b == nil then return false end
@@ -222,12 +223,14 @@ local function compare_metrics(original, new, tolerance)
   local values, order = {}, {}
   for side, metrics in ipairs({ original, new }) do
     for _, m in ipairs(metrics) do
+      if m.timing then goto continue end
       local id = m.name .. "\0" .. tostring(m.step)
       if not values[id] then
         values[id] = { name = m.name, step = m.step, {}, {} }
         order[#order + 1] = id
       end
       table.insert(values[id][side], m.value)
+      ::continue::
     end
   end
   local rows = {}

@@ -5,6 +5,7 @@
 --                           state that must outlive a killed run
 --   ctx.rng                 this cell's random numbers (see rng below)
 --   ctx:print(...)          like print; the global print does the same while a cell runs
+--   ctx:metric(name, value [, step [, {timing = true}]])
 --   ctx:table{ title =, columns = {...}, rows = {{...}, ...} }
 --   ctx:plot(spec)          an SVG plot (moonforge.plot spec)
 --   ctx:metric(name, value [, step])
@@ -98,7 +99,8 @@ function Ctx:emit(o)
     self.run.terminal:flush()
   end
   if o.kind == "metric" then
-    self.run.on_metric({ name = o.name, value = o.value, step = o.step, time = host.time(), cell = self.title })
+    self.run.on_metric({ name = o.name, value = o.value, step = o.step, time = host.time(), cell = self.title,
+      timing = o.timing })
   end
   local outputs = self.cell.outputs
   local last = outputs[#outputs]
@@ -149,13 +151,15 @@ function Ctx:plot(spec)
   self:emit({ kind = "plot", title = type(spec.title) == "string" and spec.title or nil, svg = svg })
 end
 
-function Ctx:metric(name, value, step)
+-- opts.timing marks a measurement of speed (tokens/s, seconds): recorded
+-- like any metric, but `reproduce` does not expect it to repeat.
+function Ctx:metric(name, value, step, opts)
   if type(name) ~= "string" or name == "" then error("ctx:metric: the name must be a non-empty string", 2) end
   if type(value) ~= "number" then
     error("ctx:metric('" .. name .. "'): the value must be a number, got " .. type(value), 2)
   end
   if step ~= nil and type(step) ~= "number" then error("ctx:metric('" .. name .. "'): step must be a number", 2) end
-  self:emit({ kind = "metric", name = name, value = value, step = step })
+  self:emit({ kind = "metric", name = name, value = value, step = step, timing = opts and opts.timing or nil })
 end
 
 function Ctx:progress(total, label)

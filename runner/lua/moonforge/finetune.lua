@@ -220,12 +220,9 @@ local function check_model(o, model, tok)
 end
 
 local function read_json(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  local ok, v = pcall(json.decode, text)
-  return ok and v or nil
+  local text = host.read_file(path)
+  local ok, v = pcall(json.decode, text or "")
+  return text and ok and v or nil
 end
 
 -- Adds fresh LoRA weights, or the adapter o.adapter, and returns the names
@@ -338,7 +335,7 @@ local function emit_metrics(ctx, record)
   ctx:metric("train/loss", record.loss, record.step)
   ctx:metric("train/lr", record.lr, record.step)
   ctx:metric("train/grad_norm", record.grad_norm, record.step)
-  ctx:metric("train/tokens_per_s", record.tokens_per_s, record.step)
+  ctx:metric("train/tokens_per_s", record.tokens_per_s, record.step, { timing = true })
   if record.eval_loss then ctx:metric("eval/loss", record.eval_loss, record.step) end
 end
 

@@ -27,13 +27,7 @@ function M.folder(key)
   return cache.default_root() .. "/checkpoints/" .. key
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local read_file = host.read_file
 
 -- The newest complete checkpoint: its state table with `dir` set, or nil.
 function M.latest(folder)

@@ -24,12 +24,7 @@ local ffi = engine.ffi
 local M = {}
 local IGNORE = -100
 
-local function read_text(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local function read_text(path) return assert(host.read_file(path)) end
 
 -- The rows of a dataset given as rows or as a path: a .jsonl or .csv file,
 -- a .txt file (one row) or a folder of .txt files. Validated for the task

@@ -65,7 +65,7 @@ end
 
 function M.append_metric(dir, m)
   local line = json.encode({ name = m.name, value = encode_number(m.value), step = m.step, time = m.time,
-    cell = m.cell })
+    cell = m.cell, timing = m.timing })
   local ok, err = host.append_line(dir .. "/metrics.jsonl", line)
   if not ok then error(err, 0) end
 end
