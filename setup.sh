@@ -41,6 +41,9 @@ case "${1:-}" in
     for fetch in datasets/smollm2/fetch.sh datasets/minilm/fetch.sh; do
       bash "$fetch" || echo "setup: $fetch failed; the tests that need its model will skip"
     done
+    # The official OpenAI client is a peer of the server's tests.
+    python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet openai ||
+      echo "setup: could not install the openai client; its server test will skip"
     cd build && exec ctest --output-on-failure -j "$JOBS" ;;
   *) echo "setup: unknown job '$1' (expected demo or test)" >&2; exit 2 ;;
 esac
