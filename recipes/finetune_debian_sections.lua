@@ -74,7 +74,7 @@ end)
 
 r:cell("merge, save and register", { uses = { "fine-tune", "base model", "tuned model" } }, function(ctx, run, base, tuned)
   local p = ctx.params
-  fc.publish(ctx, run, { name = p.register_as, base = p.model,
+  return fc.publish(ctx, run, { name = p.register_as, base = p.model,
     metrics = { accuracy = tuned.accuracy, macro_f1 = tuned.macro_f1, base_accuracy = base.accuracy,
       final_eval_loss = run.final_eval_loss },
     card = string.format("# %s\n\nSmolLM2-135M-Instruct fine-tuned with LoRA (r=%d on every linear layer, merged)\n"
