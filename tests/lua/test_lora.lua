@@ -4,6 +4,7 @@
 -- and GGUF round trips, thread-count independence, dropout, LoRA on a Q8_0
 -- base (QLoRA) and bad input.
 local T = require "testing"
+local G = require "golden"
 local ffi = require "ffi"
 local mf = require "moonforge"
 local engine = require "moonforge.engine"
@@ -33,25 +34,17 @@ local function maxdiff(a, b, n)
   return d
 end
 
+-- ref(key) -> float pointer, count, the tensor, its file.
 local function reference(dir)
-  local st = ffi.gc(engine.check_ptr(C.mf_st_open(dir .. "/golden.safetensors")), C.mf_st_close)
+  local open = G.open(dir .. "/golden.safetensors")
   return function(key)
-    local t = C.mf_st_get(st, key)
-    assert(t ~= nil, "golden tensor " .. key)
-    return ffi.cast("const float *", t.data), tonumber(C.mf_tensor_numel(t)), t, st
+    local t, st = open(key)
+    local p, n = G.floats(t)
+    return p, n, t, st
   end
 end
 
-local function rows_of(t)
-  local B, n = tonumber(t.shape[0]), tonumber(t.shape[1])
-  local p = ffi.cast("const int32_t *", t.data)
-  local rows = {}
-  for b = 1, B do
-    rows[b] = {}
-    for i = 1, n do rows[b][i] = p[(b - 1) * n + i - 1] end
-  end
-  return rows
-end
+local rows_of = G.rows
 
 for _, name in ipairs { "qvd", "all_rslora" } do
   local dir = golden .. "lora/" .. name

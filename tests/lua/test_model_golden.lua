@@ -4,6 +4,7 @@
 -- reference: thread-count independence, KV-cache decoding equal to the full
 -- forward pass, and reproducible sampling.
 local T = require "testing"
+local G = require "golden"
 local ffi = require "ffi"
 local mf = require "moonforge"
 local engine = require "moonforge.engine"
@@ -28,27 +29,8 @@ local function floats(t) return ffi.cast("const float *", tensor.data(t)), tenso
 local function bytes(t) return ffi.string(tensor.data(t), tensor.numel(t) * 4) end
 
 -- The reference tensors of one model, by name.
-local function reference(name)
-  local st = ffi.gc(engine.check_ptr(C.mf_st_open(golden_dir .. name .. "/golden.safetensors")), C.mf_st_close)
-  return function(key)
-    local t = C.mf_st_get(st, key)
-    assert(t ~= nil, "golden tensor " .. key)
-    return t, st
-  end
-end
-
-local function rows_of(t)
-  local B, n = tonumber(t.shape[0]), tonumber(t.shape[1])
-  local p = ffi.cast("const int32_t *", t.data)
-  local rows = {}
-  for b = 1, B do
-    rows[b] = {}
-    for i = 1, n do rows[b][i] = p[(b - 1) * n + i - 1] end
-  end
-  return rows
-end
-
-local function ref_floats(t) return ffi.cast("const float *", t.data), tonumber(C.mf_tensor_numel(t)) end
+local function reference(name) return G.open(golden_dir .. name .. "/golden.safetensors") end
+local rows_of, ref_floats = G.rows, G.floats
 
 for _, name in ipairs { "llama_gqa", "smollm_tied", "qwen2_bias" } do
   local ref = reference(name)

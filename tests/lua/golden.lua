@@ -1,0 +1,33 @@
+-- Reading golden safetensors files written by tests/reference/*.py:
+--   local G = require "golden"
+--   local ref = G.open(path)          -- ref(key) -> mf_tensor* (asserts it exists)
+--   G.floats(t) -> const float *, n   G.rows(t) -> Lua rows of an int32 [B, T] tensor
+local ffi = require "ffi"
+local engine = require "moonforge.engine"
+
+local C = engine.C
+local G = {}
+
+function G.open(path)
+  local st = ffi.gc(engine.check_ptr(C.mf_st_open(path)), C.mf_st_close)
+  return function(key)
+    local t = C.mf_st_get(st, key)
+    assert(t ~= nil, "golden tensor " .. key)
+    return t, st
+  end
+end
+
+function G.floats(t) return ffi.cast("const float *", t.data), tonumber(C.mf_tensor_numel(t)) end
+
+function G.rows(t)
+  local B, n = tonumber(t.shape[0]), tonumber(t.shape[1])
+  local p = ffi.cast("const int32_t *", t.data)
+  local rows = {}
+  for b = 1, B do
+    rows[b] = {}
+    for i = 1, n do rows[b][i] = p[(b - 1) * n + i - 1] end
+  end
+  return rows
+end
+
+return G
