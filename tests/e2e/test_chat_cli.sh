@@ -8,21 +8,7 @@
 # not the program; errors exit 1 with the reason, a bad command line 2.
 # The stub picks a free loopback port, stops by itself, and is killed by
 # pid when the test ends.
-set -euo pipefail
-cd "${MF_SOURCE_DIR:-.}"
-root=$(pwd)
-MOONFORGE=$(realpath "${MOONFORGE:-build/moonforge}")
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY OPENAI_API_KEY MOONFORGE_API_KEY
-export LUA_PATH="$root/tests/lua/?.lua;;"
-export MOONFORGE_CACHE="$tmp/cache"
+source "$(dirname "${BASH_SOURCE[0]}")/loopback.sh"
 
 # Starts the stub with the given options; sets $stub and $stub_pid.
 start_stub() {

@@ -10,21 +10,7 @@
 # server has no model endpoints; --exit-after and SIGTERM stop it with
 # status 0; a bad command line exits 2, a missing model 1. Servers bind
 # 127.0.0.1, stop by themselves and are killed by pid when the test ends.
-set -euo pipefail
-cd "${MF_SOURCE_DIR:-.}"
-root=$(pwd)
-MOONFORGE=$(realpath "${MOONFORGE:-build/moonforge}")
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY OPENAI_API_KEY MOONFORGE_API_KEY
-export LUA_PATH="$root/tests/lua/?.lua;;"
-export MOONFORGE_CACHE="$tmp/cache"
+source "$(dirname "${BASH_SOURCE[0]}")/loopback.sh"
 
 python3 tests/e2e/chat_stub_server.py --timeout 60 --delay 0.2 >"$tmp/stub.port" &
 pids+=("$!")

@@ -6,21 +6,7 @@
 # client (when installed) chats, completes, streams and embeds; SIGTERM
 # lets an in-flight request finish and exits 0. Servers bind 127.0.0.1,
 # stop by themselves (--exit-after) and are killed by pid when the test ends.
-set -euo pipefail
-cd "${MF_SOURCE_DIR:-.}"
-root=$(pwd)
-MOONFORGE=$(realpath "${MOONFORGE:-build/moonforge}")
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
-export LUA_PATH="$root/tests/lua/?.lua;;"
-export MOONFORGE_CACHE="$tmp/cache"
+source "$(dirname "${BASH_SOURCE[0]}")/loopback.sh"
 
 "$MOONFORGE" exec tests/lua/serve_testing.lua "$tmp/model"
 
