@@ -17,10 +17,9 @@
  * when merged (the blocks are dropped; the f32 values it carries take the
  * sum).
  *
- * Adapter activations: each adapter keeps h = dropout(x) A^T [rows, r] for
- * backward; the dropped input and dh are scratch shared by all adapters,
- * and the dropout mask is redrawn from its counter-based stream in
- * backward rather than stored.
+ * Adapter activations: each adapter keeps h = dropout(x) A^T [rows, r] and
+ * its dropout mask (one bit an input) for backward; the dropped input and
+ * dh are scratch shared by all adapters.
  */
 #include "model.h"
 #include "internal.h"
@@ -170,6 +169,7 @@ void mf_lora_free(mf_lora_set *s) {
   free(s->params);
   free(s->values);
   free(s->block);
+  free(s->keep_bits);
   free(s);
 }
 
@@ -189,52 +189,81 @@ void mf_model_set_train(mf_model *m, int on) { m->training = on != 0; }
 
 /* ---- the pass ---- */
 
-int mf_lora_begin(mf_model *m, int64_t rows, int training) {
-  mf_lora_set *s = m->lora;
-  if (!s) return 0;
-  if (!training) m->loss_ready = 0;
-  s->dropout_on = training && m->training && s->dropout > 0;
-  s->pass = (uint64_t)m->backward_steps;
-  if (rows <= s->cap_rows) return 0;
-  int64_t floats = rows * (s->nadapters * (int64_t)s->r + s->max_in + s->r);
+/* An adapter's dropout mask over rows x in inputs, in 64-bit words. */
+static int64_t mask_words(const mf_lora *a, int64_t rows) { return (rows * a->a->value.shape[1] + 63) / 64; }
+
+/* Sizes the buffers for rows tokens: every adapter's h, the shared scratch
+ * and, with dropout, every adapter's mask (kept from forward to backward). */
+static int reserve_rows(mf_lora_set *s, int64_t rows) {
+  int64_t floats = rows * (s->nadapters * (int64_t)s->r + s->max_in + s->r), words = 0;
+  if (s->dropout > 0)
+    for (int i = 0; i < s->nadapters; i++) words += mask_words(&s->adapters[i], rows);
   free(s->block);
+  free(s->keep_bits);
   s->cap_rows = 0;
-  if (!(s->block = malloc((size_t)floats * sizeof(float))))
+  s->block = malloc((size_t)floats * sizeof(float));
+  s->keep_bits = words ? malloc((size_t)words * sizeof(uint64_t)) : NULL;
+  if (!s->block || (words && !s->keep_bits))
     return mf_fail("lora: out of memory for the adapter activations of %lld tokens", (long long)rows);
-  for (int i = 0; i < s->nadapters; i++) s->adapters[i].h = s->block + i * rows * s->r;
+  uint64_t *bits = s->keep_bits;
+  for (int i = 0; i < s->nadapters; i++) {
+    s->adapters[i].h = s->block + i * rows * s->r;
+    s->adapters[i].keep = bits;
+    if (bits) bits += mask_words(&s->adapters[i], rows);
+  }
   s->xd = s->block + s->nadapters * rows * s->r;
   s->dh = s->xd + rows * s->max_in;
   s->cap_rows = rows;
   return 0;
 }
 
-typedef struct drop_job {
-  float *y;
-  const float *x;
-  uint64_t key;
-  float p, keep_scale;
-} drop_job;
+int mf_lora_begin(mf_model *m, int64_t rows, int training) {
+  mf_lora_set *s = m->lora;
+  if (!s) return 0;
+  if (!training) m->loss_ready = 0;
+  s->dropout_on = training && m->training && s->dropout > 0;
+  s->pass = (uint64_t)m->backward_steps;
+  return rows <= s->cap_rows ? 0 : reserve_rows(s, rows);
+}
 
-/* y[i] = x[i] / (1 - p) where draw i of the pass's stream is >= p, else 0. */
-static void drop_range(void *ctx, int64_t begin, int64_t end) {
-  const drop_job *j = ctx;
-  for (int64_t i = begin; i < end; i++) {
-    double u = (double)(mf_rng_at(j->key, (uint64_t)i) >> 11) * 0x1.0p-53;
-    j->y[i] = u >= j->p ? j->x[i] * j->keep_scale : 0.0f;
+/* Dropout draws 16-bit uniforms, four from each 64-bit draw of the
+ * adapter's stream for this pass: element i is kept when field i % 4 of
+ * draw i / 4 is at least p * 2^16 (p at 16-bit resolution). The mask is
+ * drawn once in forward and kept as bits for backward. */
+typedef struct mask_job {
+  uint64_t *keep;
+  uint64_t key;
+  uint32_t cut;
+} mask_job;
+
+static void mask_range(void *ctx, int64_t begin, int64_t end) {
+  const mask_job *j = ctx;
+  for (int64_t w = begin; w < end; w++) {
+    uint64_t bits = 0;
+    for (int d = 0; d < 16; d++) {
+      uint64_t draw = mf_rng_at(j->key, (uint64_t)(w * 16 + d));
+      for (int f = 0; f < 4; f++) bits |= (uint64_t)((draw >> (16 * f) & 0xffff) >= j->cut) << (4 * d + f);
+    }
+    j->keep[w] = bits;
   }
 }
 
-static void dropout(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t n) {
+static void draw_mask(mfk_pool *pool, const mf_lora *a, int64_t rows) {
   const mf_lora_set *s = a->set;
-  drop_job j = {y, x, mf_rng_at(a->stream, s->pass), (float)s->dropout, (float)(1 / (1 - s->dropout))};
-  mfk_parallel_for(pool, n, drop_range, &j);
+  mask_job j = {a->keep, mf_rng_at(a->stream, s->pass), (uint32_t)lround(s->dropout * 65536)};
+  mfk_parallel_for(pool, mask_words(a, rows), mask_range, &j);
+}
+
+static void dropout(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t rows) {
+  mfk_masked_scale(pool, y, x, a->keep, (float)(1 / (1 - a->set->dropout)), rows * a->a->value.shape[1]);
 }
 
 void mf_lora_fwd(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t rows) {
   const mf_lora_set *s = a->set;
   int64_t r = s->r, in = a->a->value.shape[1], out = a->b->value.shape[0];
   if (s->dropout_on) {
-    dropout(pool, s->xd, x, a, rows * in);
+    draw_mask(pool, a, rows);
+    dropout(pool, s->xd, x, a, rows);
     x = s->xd;
   }
   mfk_gemm(pool, 0, 1, rows, r, in, 1.0f, x, in, mf_pv(a->a), in, 0.0f, a->h, r);
@@ -248,7 +277,7 @@ void mf_lora_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, con
   mfk_gemm(pool, 0, 0, rows, r, out, a->scale, dy, out, mf_pv(a->b), r, 0.0f, s->dh, r);
   if (mf_pg(a->b)) mfk_gemm(pool, 1, 0, out, r, rows, a->scale, dy, out, a->h, r, 1.0f, mf_pg(a->b), r);
   if (s->dropout_on) {
-    dropout(pool, s->xd, x, a, rows * in);
+    dropout(pool, s->xd, x, a, rows);
     x = s->xd;
   }
   if (mf_pg(a->a)) mfk_gemm(pool, 1, 0, r, in, rows, 1.0f, s->dh, r, x, in, 1.0f, mf_pg(a->a), in);
@@ -258,7 +287,7 @@ void mf_lora_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, con
     return;
   }
   mfk_gemm(pool, 0, 0, rows, in, r, 1.0f, s->dh, r, mf_pv(a->a), in, 0.0f, s->xd, in);
-  dropout(pool, s->xd, s->xd, a, rows * in);
+  dropout(pool, s->xd, s->xd, a, rows);
   mfk_axpy(pool, dx, 1.0f, s->xd, rows * in);
 }
 

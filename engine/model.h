@@ -196,14 +196,15 @@ mf_param *mf_model_find(const mf_model *m, const char *name);
 /* ---- LoRA (lora.c) ----
  * An adapter adds scale * dropout(x) A^T B^T to a linear weight's output,
  * A [r, in] and B [out, r] being parameters of the model. Dropout (training
- * passes only) keeps x[i, j] when the counter-based draw at i*in + j of the
- * adapter's stream for this pass is >= p, and scales kept values by 1/(1-p);
- * the mask is redrawn in backward, never stored. */
+ * passes only) keeps x[i, j] by a counter-based draw from the adapter's
+ * stream keyed by the pass (lora.c), and scales kept values by 1/(1-p);
+ * forward draws the mask, backward reuses it. */
 typedef struct mf_lora {
   mf_param *w, *a, *b;  /* the adapted weight, lora_A, lora_B */
   float scale;
   uint64_t stream;      /* dropout stream of this adapter */
   float *h;             /* [rows, r]: dropout(x) A^T of the last forward */
+  uint64_t *keep;       /* its dropout mask, bit i*in + j for x[i, j] */
   struct mf_lora_set *set;
 } mf_lora;
 
@@ -223,6 +224,7 @@ typedef struct mf_lora_set {
   int64_t cap_rows, max_in;
   float *block;         /* every adapter's h, then the scratch below */
   float *xd, *dh;       /* [rows, max_in] and [rows, r] */
+  uint64_t *keep_bits;  /* every adapter's dropout mask, with dropout */
 } mf_lora_set;
 
 /* y += the adapter's term for rows of x. */

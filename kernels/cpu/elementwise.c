@@ -1,5 +1,6 @@
 /*
- * Elementwise arithmetic, bias and the sum of squares.
+ * Elementwise arithmetic, masked scaling (dropout), bias and the sum of
+ * squares.
  *
  * The sum of squares runs over fixed MFK_BLOCK-element blocks, each summed in
  * eight interleaved double lanes (a fixed order the compiler can vectorise),
@@ -42,6 +43,29 @@ MFK_SIMD static void scale_range(void *arg, int64_t i0, int64_t i1) {
 void mfk_scale(mfk_pool *pool, float *x, float alpha, int64_t n) {
   elem_args e = { .y = x, .alpha = alpha };
   mfk_parallel_for_elems(pool, n, scale_range, &e);
+}
+
+typedef struct mask_args {
+  float *y;
+  const float *x;
+  const uint64_t *keep;
+  int64_t n;
+  float scale;
+} mask_args;
+
+/* Words [w0, w1) of the mask: 64 elements each, the last one partial. */
+MFK_SIMD static void masked_scale_words(void *arg, int64_t w0, int64_t w1) {
+  const mask_args e = *(const mask_args *)arg;
+  for (int64_t w = w0; w < w1; w++) {
+    int64_t i0 = w * 64, n = e.n - i0 < 64 ? e.n - i0 : 64;
+    uint64_t bits = e.keep[w];
+    for (int64_t i = 0; i < n; i++) e.y[i0 + i] = e.x[i0 + i] * ((float)(bits >> i & 1) * e.scale);
+  }
+}
+
+void mfk_masked_scale(mfk_pool *pool, float *y, const float *x, const uint64_t *keep, float scale, int64_t n) {
+  mask_args e = { .y = y, .x = x, .keep = keep, .n = n, .scale = scale };
+  mfk_parallel_for(pool, (n + 63) / 64, masked_scale_words, &e);
 }
 
 MFK_SIMD static void bias_rows(void *arg, int64_t r0, int64_t r1) {

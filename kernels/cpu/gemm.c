@@ -53,7 +53,7 @@ static void ukernel_generic(int64_t kc, const float *a, const float *b, float *c
     }
 }
 
-const mfk_ukernel mfk_ukernel_generic = { "generic", GENERIC_MR, GENERIC_NR, ukernel_generic };
+const mfk_ukernel mfk_ukernel_generic = { "generic", GENERIC_MR, GENERIC_NR, ukernel_generic, NULL };
 
 const mfk_ukernel *mfk_gemm_best_ukernel(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -92,12 +92,12 @@ static float *panel(const gemm_job *g, int64_t jb, int64_t kb) {
   return g->bpack + ((jb - g->jb0) * g->kbs + kb - g->kb0) * g->kc_even * g->nc_max;
 }
 
-/* Packs rows [i0, i0+rows) of op(A), K range [pc, pc+kc), zero-padded to MR rows. */
-static void pack_a(const gemm_job *g, int64_t i0, int64_t rows, int64_t pc, int64_t kc, float *out) {
-  const int mr = g->uk->mr;
-  if (g->trans_a) {
+/* The portable packing of rows [i0, i0+rows) of op(A), K range [pc, pc+kc). */
+static void pack_a_portable(int mr, int trans, const float *a, int64_t lda, int64_t rows, int64_t kc,
+                            float *out) {
+  if (trans) {
     for (int64_t k = 0; k < kc; k++) {
-      const float *src = g->A + (pc + k) * g->lda + i0;
+      const float *src = a + k * lda;
       float *dst = out + k * mr;
       for (int64_t i = 0; i < rows; i++) dst[i] = src[i];
       for (int64_t i = rows; i < mr; i++) dst[i] = 0.0f;
@@ -105,11 +105,18 @@ static void pack_a(const gemm_job *g, int64_t i0, int64_t rows, int64_t pc, int6
     return;
   }
   for (int64_t i = 0; i < rows; i++) {
-    const float *src = g->A + (i0 + i) * g->lda + pc;
+    const float *src = a + i * lda;
     for (int64_t k = 0; k < kc; k++) out[k * mr + i] = src[k];
   }
   for (int64_t i = rows; i < mr; i++)
     for (int64_t k = 0; k < kc; k++) out[k * mr + i] = 0.0f;
+}
+
+/* Packs rows [i0, i0+rows) of op(A), K range [pc, pc+kc), zero-padded to MR rows. */
+static void pack_a(const gemm_job *g, int64_t i0, int64_t rows, int64_t pc, int64_t kc, float *out) {
+  const float *a = g->trans_a ? g->A + pc * g->lda + i0 : g->A + i0 * g->lda + pc;
+  if (g->uk->pack_a) g->uk->pack_a(g->trans_a, a, g->lda, rows, kc, out);
+  else pack_a_portable(g->uk->mr, g->trans_a, a, g->lda, rows, kc, out);
 }
 
 /* Packs columns [j0, j0+cols) of op(B), K range [pc, pc+kc), zero-padded to NR columns. */

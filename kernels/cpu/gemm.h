@@ -18,10 +18,15 @@
 typedef void (*mfk_ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                                float alpha, float beta);
 
+/* Packs rows x kc of op(A) starting at a (a[i*lda + k], or a[k*lda + i]
+ * when trans) into an MR x kc panel, rows < MR zero-padded. */
+typedef void (*mfk_pack_a_fn)(int trans, const float *a, int64_t lda, int64_t rows, int64_t kc, float *out);
+
 typedef struct mfk_ukernel {
   const char *isa;
   int mr, nr;
   mfk_ukernel_fn run;
+  mfk_pack_a_fn pack_a;  /* NULL: the driver's portable packing */
 } mfk_ukernel;
 
 extern const mfk_ukernel mfk_ukernel_generic;

@@ -112,6 +112,9 @@ void mfk_embedding_bwd(mfk_pool *pool, float *dtable, const float *dout, const i
 void mfk_add(mfk_pool *pool, float *y, const float *a, const float *b, int64_t n); /* y = a + b */
 void mfk_axpy(mfk_pool *pool, float *y, float alpha, const float *x, int64_t n);  /* y += alpha*x */
 void mfk_scale(mfk_pool *pool, float *x, float alpha, int64_t n);                /* x *= alpha */
+/* y[i] = x[i] * scale where bit i of keep (bit i % 64 of word i / 64) is
+ * set, else x[i] * 0: dropout through a stored mask. y may be x. */
+void mfk_masked_scale(mfk_pool *pool, float *y, const float *x, const uint64_t *keep, float scale, int64_t n);
 /* y[r, :] += bias for r < rows; dbias += column sums of dy (fixed order). */
 void mfk_bias_fwd(mfk_pool *pool, float *y, const float *bias, int64_t rows, int64_t d);
 void mfk_bias_bwd(mfk_pool *pool, float *dbias, const float *dy, int64_t rows, int64_t d);
