@@ -44,6 +44,8 @@ static int apply_model_defaults(mf_server *s, const mf_model_config *cfg) {
   if (o->default_max_tokens <= 0) o->default_max_tokens = 256;
   if (o->default_max_tokens > o->max_tokens) o->default_max_tokens = o->max_tokens;
   if (o->max_queue <= 0) o->max_queue = 64;
+  if (o->top_k <= 0) o->top_k = 4;
+  if (o->top_k > SRV_MAX_TOP_K) return mf_fail("server: top_k %d exceeds %d", o->top_k, SRV_MAX_TOP_K);
   return 0;
 }
 

@@ -6,14 +6,16 @@
  *   server_sched.c    continuous batching over the KV cache's slots
  *   server_metrics.c  counters and histograms in Prometheus' text format
  *   server_chat.c     chat templates (as chat.lua has them)
+ *   server_rag.c      the retriever: a RAG store's chunks as a chat's sources
  *   (server_http.c also serves the routes of mf_server_route: pages, and
  *   proxies that relay to an upstream through the HTTP client)
  *
  * Threads: libmicrohttpd runs one thread per connection; those threads
- * parse, tokenize (the tokenizer is thread-safe) and wait. One scheduler
- * thread owns the model and the KV cache. They meet in srv_request, whose
- * answer fields are guarded by the server's lock; `changed` is signalled
- * whenever the answer grows or ends.
+ * parse, tokenize (the tokenizer is thread-safe), look up a chat's sources
+ * (server_rag.c says why there) and wait. One scheduler thread owns the
+ * model and the KV cache. They meet in srv_request, whose answer fields
+ * are guarded by the server's lock; `changed` is signalled whenever the
+ * answer grows or ends.
  */
 #ifndef MF_SERVER_H
 #define MF_SERVER_H
@@ -24,12 +26,13 @@
 #include <stdint.h>
 
 struct MHD_Daemon;
+struct json_t;
 
 typedef enum srv_endpoint {
   EP_MODELS, EP_COMPLETIONS, EP_CHAT, EP_EMBEDDINGS, EP_HEALTH, EP_METRICS, EP_OTHER, EP_COUNT
 } srv_endpoint;
 
-enum { SRV_MAX_STOP = 4 };
+enum { SRV_MAX_STOP = 4, SRV_MAX_TOP_K = 64 };
 
 typedef struct srv_request {
   /* The ask, fixed once queued. */
@@ -46,6 +49,7 @@ typedef struct srv_request {
   char *stop[SRV_MAX_STOP];
   int nstop;
   int32_t end_id;        /* the chat template's end-of-turn id, or -1 */
+  struct json_t *sources;  /* chat: the chunks put before the conversation, or NULL without retrieval */
   char id[48];
   int64_t created;
 
@@ -62,11 +66,16 @@ typedef struct srv_request {
   struct srv_request *next;  /* in the queue */
 } srv_request;
 
+typedef struct srv_histogram {
+  uint64_t buckets[16];  /* observations by upper bound (see server_metrics.c) */
+  double sum;
+  uint64_t count;
+} srv_histogram;
+
 typedef struct srv_metrics {
   uint64_t requests[EP_COUNT][8];  /* by endpoint and status class (see server_metrics.c) */
-  uint64_t latency[EP_COUNT][16];  /* histogram buckets */
-  double latency_sum[EP_COUNT];
-  uint64_t latency_count[EP_COUNT];
+  srv_histogram latency[EP_COUNT];
+  srv_histogram retrieval;         /* embedding a chat's query and searching the store */
   uint64_t prompt_tokens, completion_tokens;
 } srv_metrics;
 
@@ -124,14 +133,21 @@ char *srv_error_json(const char *message, const char *type, const char *param, c
 char *srv_models_json(mf_server *s);
 /* The finished reply of a request, as OpenAI shapes it. */
 char *srv_reply_json(mf_server *s, const srv_request *r);
-/* One server-sent event of a stream: the assistant role (chat), a piece
- * of text, the end (finish_reason), or the usage (stream_options). */
+/* One server-sent event of a stream: the assistant role (chat; it carries
+ * the sources too), a piece of text, the end (finish_reason), or the usage
+ * (stream_options). */
 typedef enum srv_chunk { CHUNK_ROLE, CHUNK_TEXT, CHUNK_END, CHUNK_USAGE } srv_chunk;
 char *srv_chunk_json(mf_server *s, const srv_request *r, const char *text, size_t n, srv_chunk kind);
 
 /* server_metrics.c (callers hold the server's lock) */
 void srv_metrics_request(srv_metrics *m, srv_endpoint ep, int status, double seconds);
+void srv_metrics_retrieval(srv_metrics *m, double seconds);
 char *srv_metrics_text(mf_server *s);
+
+/* server_rag.c: the k chunks nearest to query as the reply's "sources"
+ * (a new JSON array) and as the text of a system message that asks the
+ * model to cite them (caller frees); -1 with a message. */
+int srv_rag_sources(mf_retriever *r, const char *query, int k, struct json_t **sources, char **text);
 
 /* server_chat.c */
 int mf_chat_template_kind(const mf_tokenizer *t, const char *name);

@@ -2,8 +2,8 @@
  * The server's /metrics: Prometheus' text exposition format (version
  * 0.0.4). Requests by endpoint and status, request latency histograms by
  * endpoint, prompt and completion tokens, the queue's length and the
- * sequences being decoded. Counters live in srv_metrics under the server's
- * lock.
+ * sequences being decoded; with a RAG store, a histogram of the time its
+ * queries take. Counters live in srv_metrics under the server's lock.
  */
 #define _GNU_SOURCE /* open_memstream */
 #include "server.h"
@@ -23,27 +23,34 @@ static int status_index(int status) {
   return 6; /* any other status is counted as a 500 */
 }
 
-void srv_metrics_request(srv_metrics *m, srv_endpoint ep, int status, double seconds) {
-  m->requests[ep][status_index(status)]++;
+static void observe(srv_histogram *h, double seconds) {
   int b = 0;
   while (b < NBOUNDS && seconds > bounds[b]) b++;
-  m->latency[ep][b]++;
-  m->latency_sum[ep] += seconds;
-  m->latency_count[ep]++;
+  h->buckets[b]++;
+  h->sum += seconds;
+  h->count++;
 }
 
-static void histogram(FILE *f, const srv_metrics *m, int ep) {
+void srv_metrics_request(srv_metrics *m, srv_endpoint ep, int status, double seconds) {
+  m->requests[ep][status_index(status)]++;
+  observe(&m->latency[ep], seconds);
+}
+
+void srv_metrics_retrieval(srv_metrics *m, double seconds) { observe(&m->retrieval, seconds); }
+
+/* The series of one histogram; labels is "" or 'key="value"'. */
+static void histogram(FILE *f, const char *name, const char *labels, const srv_histogram *h) {
+  const char *comma = *labels ? "," : "";
   uint64_t cumulative = 0;
   for (int b = 0; b < NBOUNDS; b++) {
-    cumulative += m->latency[ep][b];
-    fprintf(f, "moonforge_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %llu\n", endpoints[ep],
-            bounds[b], (unsigned long long)cumulative);
+    cumulative += h->buckets[b];
+    fprintf(f, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, comma, bounds[b], (unsigned long long)cumulative);
   }
-  fprintf(f, "moonforge_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %llu\n", endpoints[ep],
-          (unsigned long long)m->latency_count[ep]);
-  fprintf(f, "moonforge_request_duration_seconds_sum{endpoint=\"%s\"} %.6f\n", endpoints[ep], m->latency_sum[ep]);
-  fprintf(f, "moonforge_request_duration_seconds_count{endpoint=\"%s\"} %llu\n", endpoints[ep],
-          (unsigned long long)m->latency_count[ep]);
+  fprintf(f, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, comma, (unsigned long long)h->count);
+  char set[96] = "";
+  if (*labels) snprintf(set, sizeof set, "{%s}", labels);
+  fprintf(f, "%s_sum%s %.6f\n", name, set, h->sum);
+  fprintf(f, "%s_count%s %llu\n", name, set, (unsigned long long)h->count);
 }
 
 static void gauge(FILE *f, const char *name, const char *help, const char *type, unsigned long long value) {
@@ -66,8 +73,16 @@ char *srv_metrics_text(mf_server *s) {
                 (unsigned long long)m->requests[ep][i]);
   fputs("# HELP moonforge_request_duration_seconds Time from a request's arrival to the end of its reply.\n"
         "# TYPE moonforge_request_duration_seconds histogram\n", f);
-  for (int ep = 0; ep < EP_COUNT; ep++)
-    if (m->latency_count[ep]) histogram(f, m, ep);
+  for (int ep = 0; ep < EP_COUNT; ep++) {
+    char labels[64];
+    snprintf(labels, sizeof labels, "endpoint=\"%s\"", endpoints[ep]);
+    if (m->latency[ep].count) histogram(f, "moonforge_request_duration_seconds", labels, &m->latency[ep]);
+  }
+  if (s->opts.retriever) {
+    fputs("# HELP moonforge_retrieval_duration_seconds Time to embed a chat's query and search the RAG store.\n"
+          "# TYPE moonforge_retrieval_duration_seconds histogram\n", f);
+    histogram(f, "moonforge_retrieval_duration_seconds", "", &m->retrieval);
+  }
   gauge(f, "moonforge_prompt_tokens_total", "Prompt tokens of finished requests.", "counter", m->prompt_tokens);
   gauge(f, "moonforge_completion_tokens_total", "Tokens generated.", "counter", m->completion_tokens);
   gauge(f, "moonforge_queue_length", "Requests waiting for a slot.", "gauge", (unsigned long long)s->queued);

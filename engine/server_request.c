@@ -7,6 +7,12 @@
  * OpenAI-style error naming the parameter; nothing in a body can crash the
  * server or reach the model unchecked: ids are checked against the
  * vocabulary and prompts against the context here.
+ *
+ * With a RAG store, a chat's last user message is the query: the chunks
+ * it finds go before the conversation as a system message (appended to
+ * the first message when that is a system message already) and come back
+ * as the reply's "sources" (in a stream, with its first chunk). A request
+ * may name "top_k" or opt out with "retrieval": false.
  */
 #include "server.h"
 
@@ -74,6 +80,7 @@ static void request_free(srv_request *r) {
   free(r->text);
   free(r->embeddings);
   free(r->error);
+  json_decref(r->sources);
   pthread_cond_destroy(&r->changed);
   free(r);
 }
@@ -239,6 +246,69 @@ static int completion(parse *p, srv_request *r) {
   return fits(p, r, r->nids, "prompt");
 }
 
+static double seconds_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* head + "\n\n" + tail in new memory, or NULL. */
+static char *join_paragraphs(const char *head, const char *tail) {
+  size_t a = strlen(head), b = strlen(tail);
+  char *joined = malloc(a + b + 3);
+  if (!joined) return NULL;
+  memcpy(joined, head, a);
+  memcpy(joined + a, "\n\n", 2);
+  memcpy(joined + a + 2, tail, b + 1);
+  return joined;
+}
+
+/* Makes text the chat's system message: appended to the chat's own, or a
+ * new first message (roles and contents have room for one more). Returns
+ * the message's text, which the caller frees, or NULL. */
+static char *put_first(const char **roles, const char **contents, size_t *n, char *text) {
+  if (strcmp(roles[0], "system") == 0) {
+    char *joined = join_paragraphs(contents[0], text);
+    free(text);
+    text = joined;
+  } else {
+    memmove(roles + 1, roles, *n * sizeof *roles);
+    memmove(contents + 1, contents, *n * sizeof *contents);
+    roles[0] = "system";
+    (*n)++;
+  }
+  if (text) contents[0] = text;
+  return text;
+}
+
+/* Puts the sources the last user message finds before the chat (see
+ * put_first, which sets *system), when the server has a RAG store and the
+ * request does not opt out. */
+static int retrieve(parse *p, srv_request *r, const char **roles, const char **contents, size_t *n, char **system) {
+  mf_server *s = p->s;
+  int enabled = 1;
+  int64_t k = s->opts.top_k;
+  if (!s->opts.retriever) return 0;
+  if (boolean(p, "retrieval", &enabled) || integer(p, "top_k", 1, SRV_MAX_TOP_K, &k)) return -1;
+  if (!enabled) return 0;
+  size_t last = *n;
+  for (size_t i = 0; i < *n; i++)
+    if (strcmp(roles[i], "user") == 0) last = i;
+  if (last == *n) {  /* nothing to look up */
+    r->sources = json_array();
+    return 0;
+  }
+  double started = seconds_now();
+  char *block;
+  if (srv_rag_sources(s->opts.retriever, contents[last], (int)k, &r->sources, &block))
+    return bad(p, 500, "messages", "retrieval_error", "cannot retrieve sources: %s", mf_errmsg());
+  pthread_mutex_lock(&s->lock);
+  srv_metrics_retrieval(&s->metrics, seconds_now() - started);
+  pthread_mutex_unlock(&s->lock);
+  *system = put_first(roles, contents, n, block);
+  return *system ? 0 : bad(p, 500, NULL, NULL, "out of memory");
+}
+
 static int chat(parse *p, srv_request *r) {
   mf_server *s = p->s;
   json_t *messages = json_object_get(p->root, "messages"), *m;
@@ -248,7 +318,8 @@ static int chat(parse *p, srv_request *r) {
     return bad(p, 400, "messages", "invalid_type", "'messages' must be a non-empty list of {role, content}");
   if (s->chat_error) return bad(p, 400, "messages", "unsupported", "%s", s->chat_error);
   if (sampling(p, r)) return -1;
-  const char **roles = calloc(n, sizeof *roles), **contents = calloc(n, sizeof *contents);
+  const char **roles = calloc(n + 1, sizeof *roles), **contents = calloc(n + 1, sizeof *contents);
+  char *system = NULL;
   int rc = roles && contents ? 0 : bad(p, 500, NULL, NULL, "out of memory");
   char param[64];
   json_array_foreach(messages, i, m) {
@@ -267,6 +338,7 @@ static int chat(parse *p, srv_request *r) {
       contents[i] = json_string_value(content);
     }
   }
+  if (!rc) rc = retrieve(p, r, roles, contents, &n, &system);
   const char *template = s->chat_template[0] ? s->chat_template : NULL;
   int64_t count = rc ? 0 : mf_chat_encode(s->tok, template, (int)n, roles, contents, NULL, 0);
   if (!rc && count >= 0) r->ids = malloc((size_t)(count + 1) * sizeof *r->ids);
@@ -274,6 +346,7 @@ static int chat(parse *p, srv_request *r) {
     rc = bad(p, 400, "messages", "invalid_value", "cannot format the chat: %s", mf_errmsg());
   free(roles);
   free(contents);
+  free(system);
   if (rc) return -1;
   r->nids = count;
   r->end_id = mf_chat_end_id(s->tok, template);
@@ -450,6 +523,7 @@ char *srv_reply_json(mf_server *s, const srv_request *r) {
   json_t *reply = envelope(s, r, 0);
   json_array_append_new(json_object_get(reply, "choices"), choice(r, r->text, r->text_len, 0, 1));
   json_object_set_new(reply, "usage", usage(r));
+  if (r->sources) json_object_set(reply, "sources", r->sources);
   return dump(reply);
 }
 
@@ -457,5 +531,6 @@ char *srv_chunk_json(mf_server *s, const srv_request *r, const char *text, size_
   json_t *chunk = envelope(s, r, 1);
   if (kind == CHUNK_USAGE) json_object_set_new(chunk, "usage", usage(r));
   else json_array_append_new(json_object_get(chunk, "choices"), choice(r, text, n, 1, kind == CHUNK_END));
+  if (kind == CHUNK_ROLE && r->sources) json_object_set(chunk, "sources", r->sources);
   return dump(chunk);
 }

@@ -508,6 +508,8 @@ typedef struct mf_server_opts {
   int grace_ms;              /* mf_server_stop lets in-flight requests finish this long [5000] */
   const mf_server_route *routes;  /* pages and proxies, copied at start [none] */
   int nroutes;
+  struct mf_retriever *retriever; /* a RAG store whose chunks chat replies cite (see below) [none] */
+  int top_k;                 /* sources per chat request when a request names none [4] */
 } mf_server_opts;
 /* m and t may both be NULL: a server of routes alone, whose model
  * endpoints answer 404. */
@@ -643,5 +645,39 @@ int mf_encoder_encode(mf_encoder *e, const char *const *texts, const size_t *len
 /* The last hidden states of ids [B, T] into out [B, T, dim]; sequence b is
  * its first lens[b] ids, the rest padding (masked out of attention). */
 int mf_encoder_hidden(mf_encoder *e, const int32_t *ids, const int32_t *lens, int64_t B, int64_t T, float *out);
+
+/* ---- retrieval stores, for answers with sources ----
+ * A RAG store is a folder (NAME.mfrag) holding index.mfvi, an mf_vindex
+ * whose ids are the chunk numbers 1..n; chunks.jsonl, one JSON object a
+ * line in id order ({"id", "text", "source", "title", "line_start",
+ * "line_end"}; source, title and lines may be null); and store.json
+ * ({"format": "moonforge-rag-store", "version": 1, "encoder", "dim",
+ * "metric", "count", "bm25"}). runner/lua/moonforge/rag_store.lua writes
+ * stores. A retriever (engine/server_rag.c) opens one with its sentence
+ * encoder (store.json's "encoder": a BERT-family folder for
+ * mf_encoder_load; a relative path is taken from the working directory)
+ * and answers queries with their nearest chunks; the server uses one to
+ * put sources before a chat (mf_server_opts.retriever). Opening checks
+ * every file against the others (counts, dimension, metric, ids) and fails
+ * with a message naming the store and the first fault. Queries may come
+ * from several threads; they take turns. */
+typedef struct mf_retriever mf_retriever;
+typedef struct mf_rag_chunk {
+  const char *text;
+  const char *source;    /* NULL when unknown */
+  const char *title;     /* the heading path, "A > B"; NULL when none */
+  int64_t line_start, line_end;  /* 0 when unknown */
+} mf_rag_chunk;
+mf_retriever *mf_retriever_open(const char *dir);
+void mf_retriever_free(mf_retriever *r);
+int64_t mf_retriever_count(const mf_retriever *r);
+const char *mf_retriever_encoder_path(const mf_retriever *r);  /* as store.json gives it */
+int mf_retriever_bm25(const mf_retriever *r);                  /* store.json's "bm25" */
+/* Chunk id (1..count) into *out; its strings live as long as r. */
+int mf_retriever_chunk(const mf_retriever *r, int64_t id, mf_rag_chunk *out);
+/* Embeds query (len bytes, L2-normalised) and writes the ids and scores of
+ * its k nearest chunks into ids [k] and scores [k], best first (ties by
+ * lower id). Returns how many were found, min(k, count), or -1. */
+int mf_retriever_search(mf_retriever *r, const char *query, size_t len, int k, int64_t *ids, float *scores);
 
 #endif

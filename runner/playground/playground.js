@@ -1,7 +1,8 @@
 // The playground page: one prompt goes to every pane; each pane streams its
 // model's reply from its proxy route (/proxy/N, OpenAI's chat completions
-// with server-sent events) and keeps its own conversation. A session
-// exports as a recipe cell that replays it.
+// with server-sent events) and keeps its own conversation. A reply that
+// comes with sources (a local model served with a RAG store) lists them
+// under it. A session exports as a recipe cell that replays it.
 //
 // ?autotest=PROMPT sends PROMPT once the panes are ready, then shows the
 // exported cell and sets <body data-autotest="done"> (for headless tests).
@@ -80,6 +81,22 @@ async function failureOf(response) {
   }
 }
 
+// The sources a reply was given, numbered as the model was asked to cite
+// them, each with its source and title; a click opens its text.
+function sourcesElement(sources) {
+  const box = element("div", "sources");
+  box.appendChild(element("div", "sources-head", "Sources"));
+  for (const s of sources) {
+    const item = element("details", "source");
+    const where = [s.source, s.title].filter(Boolean).join(" \u203A ") || "chunk " + s.id;
+    item.appendChild(element("summary", null, "[" + s.index + "] " + where));
+    item.appendChild(element("div", "source-text", s.text));
+    item.title = "score " + Number(s.score).toFixed(3);
+    box.appendChild(item);
+  }
+  return box;
+}
+
 // "150 tokens · first token 0.05 s · 0.10 s · 1500.0 tokens/s"; the
 // count is of events when the endpoint reports no usage.
 function statsText(r) {
@@ -102,6 +119,7 @@ async function ask(pane, prompt) {
   const started = performance.now();
   const r = { text: "", chunks: 0, first: null, tokens: 0, counted: false, total: 0 };
   let failure = null;
+  let sources = null;
   try {
     const response = await fetch(pane.cfg.endpoint, {
       method: "POST",
@@ -114,6 +132,10 @@ async function ask(pane, prompt) {
       if (data === "[DONE]") return false;
       const event = JSON.parse(data);
       if (event.error) throw new Error(event.error.message);
+      if (event.sources && event.sources.length && !sources) {
+        sources = sourcesElement(event.sources);
+        bubble.after(sources);
+      }
       const choice = event.choices && event.choices[0];
       const piece = choice && choice.delta && choice.delta.content;
       if (piece) {
@@ -145,7 +167,7 @@ async function ask(pane, prompt) {
   pane.history.push({ role: "assistant", content: r.text });
   pane.turns.push({ prompt, reply: r.text, system: s.system, temperature: s.temperature, max_tokens: s.max_tokens });
   const stats = element("div", "stats", statsText(r));
-  bubble.after(stats);
+  (sources || bubble).after(stats);
   pane.el.dataset.replies = String(pane.turns.length);
 }
 
@@ -179,6 +201,17 @@ function luaTurns(turns) {
 function luaPane(pane, i) {
   const cfg = pane.cfg;
   const n = i + 1;
+  if (cfg.kind === "local" && cfg.index) {
+    return "  -- pane " + n + ": " + cfg.title + " (local, with sources from " + cfg.index + ")\n" +
+      "  local srv" + n + " = mf.deploy.serve({ model = " + luaString(cfg.source) + ", index = " +
+      luaString(cfg.index) + (cfg.top_k ? ", top_k = " + cfg.top_k : "") + ", port = 0 })\n" +
+      "  replay(function(messages, opts)\n" +
+      "    local reply = mf.http.post_json(srv" + n + ".url .. \"/v1/chat/completions\", { messages = messages,\n" +
+      "      temperature = opts.temperature, max_tokens = opts.max_tokens }, { timeout = 300 })\n" +
+      "    return reply.choices[1].message.content\n" +
+      "  end, {\n" + luaTurns(pane.turns) + "  })\n" +
+      "  srv" + n + ".stop()\n";
+  }
   if (cfg.kind === "local") {
     return "  -- pane " + n + ": " + cfg.title + " (local)\n" +
       "  local model" + n + " = mf.model.load(" + luaString(cfg.source) + ")\n" +

@@ -11,12 +11,14 @@
 -- free loopback port in this process, and a remote endpoint is called
 -- with the API key from the environment, which the page never sees. The
 -- page (runner/playground/, compiled into the executable) needs nothing
--- from outside the front server.
+-- from outside the front server. With a RAG store (index), every local
+-- pane's server answers from it and the page shows each reply's sources.
 local engine = require "moonforge.engine"
 local host = require "moonforge.host"
 local json = require "moonforge.json"
 local serve = require "moonforge.serve"
 local chat_cli = require "moonforge.chat_cli"
+local rag_store = require "moonforge.rag_store"
 
 local ffi, C = engine.ffi, engine.C
 
@@ -44,8 +46,9 @@ local function page_file(name)
 end
 
 -- A pane: what the page is told ({title, kind, source, model, endpoint,
--- upstream for remote ones}) and what the proxy needs.
-local function open_pane(spec, i, opts)
+-- upstream for remote ones, index for local ones with a store}) and what
+-- the proxy needs. The panes share one store: its queries take turns.
+local function open_pane(spec, i, opts, store)
   local endpoint = "proxy/" .. i
   if chat_cli.is_url(spec) then
     local r = chat_cli.remote(spec, opts.model)
@@ -54,9 +57,11 @@ local function open_pane(spec, i, opts)
       upstream = r.chat }, upstream = r.chat, headers = key and { "Authorization: Bearer " .. key } or {} }
   end
   -- One person at the page: two KV-cache slots are plenty.
-  local srv = serve.start({ model = spec, port = 0, host = "127.0.0.1", parallel = 2 })
+  local srv = serve.start({ model = spec, port = 0, host = "127.0.0.1", parallel = 2, index = store,
+    top_k = opts.top_k })
   return { info = { title = srv.name, kind = "local", source = host.realpath(spec) or spec, model = srv.name,
-    endpoint = endpoint }, upstream = srv.url .. "/v1/chat/completions", headers = {}, server = srv }
+    endpoint = endpoint, index = store and (host.realpath(store.dir) or store.dir), top_k = store and opts.top_k },
+    upstream = srv.url .. "/v1/chat/completions", headers = {}, server = srv }
 end
 
 -- The C routes for mf_server_opts, and the cdata they point into.
@@ -105,12 +110,15 @@ local function start_front(panes, opts)
 end
 
 -- playground.start{ panes = { MODEL|URL, ... }, port =, model =, system =,
--- temperature =, max_tokens = } -> { url =, port =, panes =, stop = fn }.
--- model names the model of URL panes that do not name it (URL#NAME).
+-- temperature =, max_tokens =, index =, top_k = } -> { url =, port =,
+-- panes =, stop = fn }. model names the model of URL panes that do not
+-- name it (URL#NAME); index is a RAG store (a path or an open store) for
+-- the local panes, top_k their sources per reply (4).
 function M.start(opts)
   if type(opts) ~= "table" or type(opts.panes) ~= "table" or #opts.panes < 1 or #opts.panes > 3 then
     error("playground.start: panes must list one to three models or URLs", 2)
   end
+  local store = type(opts.index) == "string" and rag_store.open(opts.index) or opts.index
   local panes = {}
   local function stop_panes()
     for _, p in ipairs(panes) do
@@ -118,7 +126,7 @@ function M.start(opts)
     end
   end
   local ok, front = pcall(function()
-    for i, spec in ipairs(opts.panes) do panes[i] = open_pane(spec, i, opts) end
+    for i, spec in ipairs(opts.panes) do panes[i] = open_pane(spec, i, opts, store) end
     return start_front(panes, opts)
   end)
   if not ok then
@@ -128,7 +136,7 @@ function M.start(opts)
   local port = C.mf_server_port(front)
   local infos = {}
   for i, p in ipairs(panes) do infos[i] = p.info end
-  return { port = port, url = string.format("http://127.0.0.1:%d/", port), panes = infos,
+  return { port = port, url = string.format("http://127.0.0.1:%d/", port), panes = infos, store = store,
     stop = function()
       if front then C.mf_server_stop(ffi.gc(front, nil)) end
       front = nil
@@ -149,10 +157,13 @@ moonforge playground MODEL|URL ... [--port 8080] [options]
   "playground on URL" once ready; SIGINT or SIGTERM stops it.
   --port 0 picks a free port. --model NAME for URLs that do not name one
   (URL#NAME). --system TEXT, --temperature X (0.7), --max-tokens N (256):
-  the panes' starting settings. --exit-after S stops after S seconds.]]
+  the panes' starting settings. --exit-after S stops after S seconds.
+  --index STORE (a RAG store folder; see moonforge help serve) makes the
+  local panes answer from its --top-k N (4) nearest chunks; the page lists
+  each reply's sources under it. A store that cannot be opened exits 2.]]
 
 local SPEC = { port = "value", model = "value", system = "value", temperature = "value", ["max-tokens"] = "value",
-  ["exit-after"] = "value" }
+  ["exit-after"] = "value", index = "value", ["top-k"] = "value" }
 
 local function number_flag(options, name, whole)
   local v = options[name]
@@ -165,8 +176,12 @@ local function number_flag(options, name, whole)
 end
 
 local function start_options(options, panes)
+  local top_k = number_flag(options, "top-k", true)
+  local bad_top_k = serve.top_k_problem(top_k, options.index)
+  if bad_top_k then error(bad_top_k, 0) end
   return { panes = panes, model = options.model, system = options.system, port = number_flag(options, "port", true) or 8080,
-    temperature = number_flag(options, "temperature"), max_tokens = number_flag(options, "max-tokens", true) }
+    temperature = number_flag(options, "temperature"), max_tokens = number_flag(options, "max-tokens", true),
+    top_k = top_k }
 end
 
 -- Sleeps in short slices until a signal or the deadline.
@@ -184,6 +199,10 @@ function M.command(args)
   if #panes < 1 or #panes > 3 then return fail("expected one to three MODELs or URLs (see moonforge help playground)") end
   local ok, opts = pcall(start_options, options, panes)
   if not ok then return fail(opts) end
+  if options.index then
+    ok, opts.index = pcall(rag_store.open, options.index)
+    if not ok then return fail(opts.index) end
+  end
   local exit_after
   ok, exit_after = pcall(number_flag, options, "exit-after")
   if not ok then return fail(exit_after) end

@@ -26,7 +26,8 @@
 -- (1-based, inclusive) into the document's text, lines are 1-based (a JSONL
 -- row's line in its file), headings the titles enclosing the chunk's start.
 --
--- Vector indexes: see moonforge.rag_index; BM25: see moonforge.rag_bm25.
+-- Vector indexes: see moonforge.rag_index; BM25: see moonforge.rag_bm25;
+-- stores (save_store, open_store): see moonforge.rag_store.
 --
 -- Fusion and metrics take results as ranked lists of ids, best first;
 -- relevant[q] is one id or a list of ids.
@@ -42,6 +43,8 @@ M.html_text = text.html_text
 M.analyze = bm25.analyze
 M.vector_index = index.new
 M.open_index = index.open
+M.save_store = require("moonforge.rag_store").save
+M.open_store = require("moonforge.rag_store").open
 
 function M.bm25(chunks, opts)
   if type(chunks) ~= "table" then error("bm25: expected a list of chunks or strings", 2) end

@@ -11,10 +11,14 @@
 -- threads inside this process; while it runs, nothing else may use the
 -- model. Other options, all optional: host, port, name, chat_template,
 -- parallel, context, max_tokens, default_max_tokens, max_queue, max_body,
--- timeout, max_connections, grace_ms (see mf_server_opts in moonforge.h).
+-- timeout, max_connections, grace_ms (see mf_server_opts in moonforge.h),
+-- and index, a RAG store (its path, or a store from mf.rag.open_store, which
+-- must outlive the server) whose chunks chat replies cite, with top_k
+-- sources per request (4).
 local engine = require "moonforge.engine"
 local model_mod = require "moonforge.model"
 local tokenizer_mod = require "moonforge.tokenizer"
+local rag_store = require "moonforge.rag_store"
 
 local ffi, C = engine.ffi, engine.C
 
@@ -23,7 +27,7 @@ local M = {}
 -- Lua option -> mf_server_opts field.
 local NUMBERS = { port = "port", parallel = "parallel", context = "context", max_tokens = "max_tokens",
   default_max_tokens = "default_max_tokens", max_queue = "max_queue", max_body = "max_body",
-  timeout = "timeout_s", max_connections = "max_connections", grace_ms = "grace_ms" }
+  timeout = "timeout_s", max_connections = "max_connections", grace_ms = "grace_ms", top_k = "top_k" }
 local STRINGS = { host = true, name = true, chat_template = true }
 
 local function c_options(opts)
@@ -54,8 +58,8 @@ local function default_name(path)
 end
 
 -- serve.start(opts) -> { url =, port =, name =, stop = fn }
--- A model or tokenizer the server loaded itself: its finalizer is taken
--- away, so that it is freed only after the server stops (when Lua closes,
+-- A model, tokenizer or store the server opened itself: its finalizer is
+-- taken away, so that it is freed only after the server stops (when Lua closes,
 -- cdata finalizers run in no particular order).
 local function owned(obj) return ffi.gc(obj.ptr, nil) end
 
@@ -67,17 +71,25 @@ function M.start(opts)
     error("serve: model must be a path or a loaded model", 2)
   end
   if type(model) ~= "string" and tok == nil then error("serve: a loaded model needs a tokenizer", 2) end
+  local store = opts.index
+  if store ~= nil and type(store) ~= "string" and not rag_store.is_store(store) then
+    error("serve: index must be the path of a RAG store or a store from mf.rag.open_store", 2)
+  end
   local o, keep = c_options(opts)
   local name = opts.name or (type(model) == "string" and default_name(model)) or "moonforge"
   o.name = name
+  if type(store) == "string" then store = rag_store.open(store) end
   if type(tok) == "string" or tok == nil then tok = tokenizer_mod.load(tok or model) end
   if type(model) == "string" then model = model_mod.load(model) end
   local own_model, own_tok = model ~= opts.model and owned(model), tok ~= opts.tokenizer and owned(tok)
+  local own_store = store ~= opts.index and owned(store)
   local function free_owned()
     if own_model then C.mf_model_free(own_model) end
     if own_tok then C.mf_tokenizer_free(own_tok) end
-    own_model, own_tok = nil, nil
+    if own_store then C.mf_retriever_free(own_store) end
+    own_model, own_tok, own_store = nil, nil, nil
   end
+  if store then o.retriever = store.ptr end
   local raw = C.mf_server_start(model.ptr, tok.ptr, o)
   if raw == nil then
     local err = engine.errmsg()
@@ -93,7 +105,7 @@ function M.start(opts)
     stopped = true
     C.mf_server_stop(p)
     free_owned()
-    return model, tok, keep
+    return model, tok, keep, store
   end
   local ptr = ffi.gc(raw, stop_server)
   local port = C.mf_server_port(ptr)
@@ -120,17 +132,29 @@ moonforge serve MODEL [--host 127.0.0.1] [--port 8000] [--name NAME] [options]
   --max-queue N waiting requests before 429 (64); --max-body BYTES before
   413 (1048576); --timeout S idle connections closed (30);
   --max-connections N (256); --grace S (5); --exit-after S stops the
-  server after S seconds (for tests).]]
+  server after S seconds (for tests).
+  --index STORE (a RAG store folder, NAME.mfrag; see mf.rag.save_store):
+  a chat's last user message is looked up with the store's encoder, and
+  the --top-k N (4) nearest chunks go before the conversation as numbered
+  sources the model is asked to cite; replies carry them as "sources". A
+  request may set "top_k" or send "retrieval": false. A store that cannot
+  be opened exits 2.]]
 
 local SPEC = { host = "value", port = "value", name = "value", tokenizer = "value", ["chat-template"] = "value",
   parallel = "value", ctx = "value", ["max-tokens"] = "value", ["default-max-tokens"] = "value",
   ["max-queue"] = "value", ["max-body"] = "value", timeout = "value", ["max-connections"] = "value",
-  grace = "value", ["exit-after"] = "value" }
+  grace = "value", ["exit-after"] = "value", index = "value", ["top-k"] = "value" }
 
 -- command-line option -> start() option, for the integer ones.
 local INTEGER_FLAGS = { port = "port", parallel = "parallel", ctx = "context", ["max-tokens"] = "max_tokens",
   ["default-max-tokens"] = "default_max_tokens", ["max-queue"] = "max_queue", ["max-body"] = "max_body",
-  timeout = "timeout", ["max-connections"] = "max_connections" }
+  timeout = "timeout", ["max-connections"] = "max_connections", ["top-k"] = "top_k" }
+
+-- What is wrong with a command line's --top-k given its --index, or nil.
+function M.top_k_problem(top_k, index)
+  if top_k and not index then return "--top-k needs --index" end
+  if top_k and (top_k < 1 or top_k > 64) then return "--top-k expects 1 to 64" end
+end
 
 local function fail(message)
   io.stderr:write("moonforge serve: ", message, "\n")
@@ -177,6 +201,8 @@ local function start_options(options, path)
     end
   end
   if options.grace then opts.grace_ms = math.floor(tonumber(options.grace) * 1000 + 0.5) end
+  local bad_top_k = M.top_k_problem(opts.top_k, options.index)
+  if bad_top_k then return nil, bad_top_k end
   return opts
 end
 
@@ -191,6 +217,11 @@ function M.command(args)
   if not options then return fail(path) end
   local opts, err = start_options(options, path)
   if not opts then return fail(err) end
+  if options.index then
+    local opened, store = pcall(rag_store.open, options.index)
+    if not opened then return fail(store) end
+    opts.index = store
+  end
   local ok, srv = pcall(M.start, opts)
   if not ok then
     io.stderr:write("moonforge serve: ", tostring(srv), "\n")
