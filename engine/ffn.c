@@ -25,8 +25,9 @@ static void swiglu_forward(const mf_ffn *ffn, mfk_pool *pool, float *y, const fl
                            float *saved) {
   int64_t n = rows * ffn->cfg->intermediate_size;
   float *gate = saved, *up = saved + n, *act = saved + 2 * n;
-  mf_linear_fwd(pool, gate, 0, x, ffn->params[GATE], NULL, rows);
-  mf_linear_fwd(pool, up, 0, x, ffn->params[UP], NULL, rows);
+  const mf_param *w[] = {ffn->params[GATE], ffn->params[UP]};
+  float *out[] = {gate, up};
+  mf_linears_fwd(pool, 2, w, NULL, out, x, rows);
   mfk_swiglu_fwd(pool, act, gate, up, n);
   mf_linear_fwd(pool, y, 1, act, ffn->params[DOWN], NULL, rows);
 }

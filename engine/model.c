@@ -216,13 +216,31 @@ void mf_model_zero_grad(mf_model *m) {
 
 /* ---- layers ---- */
 
+/* What a linear layer adds to its weight's product: bias and adapter. */
+static void linear_extras(mfk_pool *pool, float *y, const float *x, const mf_param *w, const mf_param *b,
+                          int64_t rows) {
+  if (b) mfk_bias_fwd(pool, y, mf_pv(b), rows, w->value.shape[0]);
+  if (w->lora) mf_lora_fwd(pool, y, x, w->lora, rows);
+}
+
 void mf_linear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
                    const mf_param *b, int64_t rows) {
   int64_t out = w->value.shape[0], in = w->value.shape[1];
-  if (w->quant) mf_qlinear_fwd(pool, y, accumulate, x, w, rows);
+  if (w->quant) mf_qlinear_fwd(pool, 1, &w, &y, accumulate, x, rows);
   else mfk_gemm(pool, 0, 1, rows, out, in, 1.0f, x, in, mf_pv(w), in, accumulate ? 1.0f : 0.0f, y, out);
-  if (b) mfk_bias_fwd(pool, y, mf_pv(b), rows, out);
-  if (w->lora) mf_lora_fwd(pool, y, x, w->lora, rows);
+  linear_extras(pool, y, x, w, b, rows);
+}
+
+void mf_linears_fwd(mfk_pool *pool, int n, const mf_param *const *w, const mf_param *const *b, float *const *y,
+                    const float *x, int64_t rows) {
+  int quantized = 1;
+  for (int k = 0; k < n; k++) quantized = quantized && w[k]->quant;
+  if (!quantized) {
+    for (int k = 0; k < n; k++) mf_linear_fwd(pool, y[k], 0, x, w[k], b ? b[k] : NULL, rows);
+    return;
+  }
+  mf_qlinear_fwd(pool, n, w, y, 0, x, rows);
+  for (int k = 0; k < n; k++) linear_extras(pool, y[k], x, w[k], b ? b[k] : NULL, rows);
 }
 
 void mf_linear_bwd(mfk_pool *pool, float *dx, int accumulate, const float *dy, const float *x,
@@ -271,9 +289,9 @@ void mf_layer_forward(const mf_model *m, int l, const mf_layer_acts *a, float *o
   size_t bytes = (size_t)(rows * D) * sizeof(float);
 
   mfk_rmsnorm_fwd(pool, a->xn1, a->rstd1, a->x, mf_pv(L->input_norm), rows, D, eps);
-  mf_linear_fwd(pool, a->q, 0, a->xn1, L->q, L->q_bias, rows);
-  mf_linear_fwd(pool, a->k, 0, a->xn1, L->k, L->k_bias, rows);
-  mf_linear_fwd(pool, a->v, 0, a->xn1, L->v, L->v_bias, rows);
+  const mf_param *qkv[] = {L->q, L->k, L->v}, *qkv_bias[] = {L->q_bias, L->k_bias, L->v_bias};
+  float *qkv_out[] = {a->q, a->k, a->v};
+  mf_linears_fwd(pool, 3, qkv, qkv_bias, qkv_out, a->xn1, rows);
   mfk_rope_fwd(pool, a->q, pos, rows, cfg->num_attention_heads, hd, theta);
   mfk_rope_fwd(pool, a->k, pos, rows, cfg->num_key_value_heads, hd, theta);
   attend(m, l, a, B, Tq, cache);

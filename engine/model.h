@@ -160,9 +160,16 @@ static inline float *mf_pg(const mf_param *p) { return (float *)p->grad.data; }
 /* y[rows, out] = x[rows, in] W[out, in]^T (+ b), added to y when accumulate */
 void mf_linear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
                    const mf_param *b, int64_t rows);
-/* mf_linear_fwd of a weight held in blocks (w->quant), in model_gguf.c. */
-void mf_qlinear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
-                    int64_t rows);
+/* y[k] = x W[k]^T (+ b[k]) for n <= MF_LINEARS_MAX weights of the same
+ * input width that share the input x (Q, K and V; gate and up); b may be
+ * NULL, as may its entries. On quantized weights the products run together. */
+#define MF_LINEARS_MAX 4
+void mf_linears_fwd(mfk_pool *pool, int n, const mf_param *const *w, const mf_param *const *b, float *const *y,
+                    const float *x, int64_t rows);
+/* The products of n weights held in blocks (w[k]->quant), as mf_linears_fwd
+ * without biases and adapters, added to y[k] when accumulate; model_gguf.c. */
+void mf_qlinear_fwd(mfk_pool *pool, int n, const mf_param *const *w, float *const *y, int accumulate,
+                    const float *x, int64_t rows);
 /* dx = dy W (accumulating into dx when accumulate), dW += dy^T x, db += colsum(dy) */
 void mf_linear_bwd(mfk_pool *pool, float *dx, int accumulate, const float *dy, const float *x,
                    const mf_param *w, const mf_param *b, int64_t rows);

@@ -15,9 +15,10 @@
  * too and is stored unpermuted.
  *
  * Quantized inference: with keep_quantized, Q8_0, Q4_0 and Q4_1 weights
- * also stay in their blocks (rows reordered like the f32 copy) and every
- * linear layer on them goes through mf_qlinear_fwd, which quantizes the
- * activations per block of 32 as llama.cpp does (mfk_qgemm).
+ * also stay in their blocks (rows reordered like the f32 copy, then packed
+ * for the matmul by mfk_qpack) and every linear layer on them goes through
+ * mf_qlinear_fwd, which quantizes the activations per block of 32 as
+ * llama.cpp does (mfk_qgemm_many).
  */
 #include "model.h"
 #include "internal.h"
@@ -180,21 +181,31 @@ static int find_source(const mf_gguf *g, const char *path, const mf_param *p, so
   return 0;
 }
 
-/* Decodes p's values, and copies its blocks to *quant when given. */
+/* Decodes p's values, and keeps its blocks at quant, packed, when given. */
 static int load_param(const mf_model *m, mf_param *p, const source *s, unsigned char *quant) {
   int64_t rows = p->value.ndim == 2 ? p->value.shape[0] : 1, cols = p->value.shape[p->value.ndim - 1];
   int perm = permuted(&m->cfg, p->name);
+  unsigned char *blocks = quant ? malloc(s->row_bytes * (size_t)rows) : NULL;  /* rows in HF order */
+  if (quant && !blocks) return mf_fail("%s: out of memory for %s", s->path, p->name);
   for (int64_t r = 0; r < rows; r++) {
     int64_t from = perm ? gguf_row(r, m->cfg.head_dim) : r;
-    if (mf_ggml_decode(s->type, s->data + from * s->row_bytes, mf_pv(p) + r * cols, cols))
+    if (mf_ggml_decode(s->type, s->data + from * s->row_bytes, mf_pv(p) + r * cols, cols)) {
+      free(blocks);
       return mf_fail("%s: tensor for %s: %s", s->path, p->name, mf_errmsg());
-    if (quant) memcpy(quant + r * s->row_bytes, s->data + from * s->row_bytes, s->row_bytes);
+    }
+    if (blocks) memcpy(blocks + r * s->row_bytes, s->data + from * s->row_bytes, s->row_bytes);
   }
   if (quant) {
+    mfk_qpack((mfk_qtype)s->type, quant, blocks, rows, cols);
+    free(blocks);
     p->quant = quant;
     p->quant_type = s->type;
   }
   return 0;
+}
+
+static size_t packed_bytes(const mf_param *p, const source *s) {
+  return mfk_qpack_bytes((mfk_qtype)s->type, p->value.shape[0], p->value.shape[1]);
 }
 
 static int keeps_blocks(const mf_param *p, const source *s) {
@@ -209,7 +220,7 @@ static int load_params(mf_model *m, const mf_gguf *g, const char *path, int keep
   for (int i = 0; rc == 0 && i < m->nparams; i++) {
     rc = find_source(g, path, &m->params[i], &src[i]);
     if (rc == 0 && keep_quantized && keeps_blocks(&m->params[i], &src[i]))
-      quant_bytes += src[i].row_bytes * (size_t)m->params[i].value.shape[0];
+      quant_bytes += packed_bytes(&m->params[i], &src[i]);
   }
   if (rc == 0 && quant_bytes && !(m->quant_data = malloc(quant_bytes))) rc = mf_fail("%s: out of memory", path);
   unsigned char *next = m->quant_data;
@@ -217,7 +228,7 @@ static int load_params(mf_model *m, const mf_gguf *g, const char *path, int keep
     mf_param *p = &m->params[i];
     unsigned char *quant = next && keeps_blocks(p, &src[i]) ? next : NULL;
     rc = load_param(m, p, &src[i], quant);
-    if (quant) next += src[i].row_bytes * (size_t)p->value.shape[0];
+    if (quant) next += packed_bytes(p, &src[i]);
   }
   free(src);
   return rc;
@@ -253,14 +264,17 @@ mf_model *mf_model_load_gguf(const char *path, int keep_quantized) {
 
 int mf_model_is_quantized(const mf_model *m) { return m->quant_data != NULL; }
 
-void mf_qlinear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
-                    int64_t rows) {
+void mf_qlinear_fwd(mfk_pool *pool, int n, const mf_param *const *w, float *const *y, int accumulate,
+                    const float *x, int64_t rows) {
   mfk_block_q8_act act[MAX_ROW_BLOCKS];
-  int64_t out = w->value.shape[0], in = w->value.shape[1];
-  int64_t chunk = MAX_ROW_BLOCKS / (in / MFK_QBLOCK);
+  mfk_qweight q[MF_LINEARS_MAX];
+  int64_t in = w[0]->value.shape[1], chunk = MAX_ROW_BLOCKS / (in / MFK_QBLOCK);
   for (int64_t r = 0; r < rows; r += chunk) {
-    int64_t n = rows - r < chunk ? rows - r : chunk;
-    mfk_qgemm(pool, (mfk_qtype)w->quant_type, y + r * out, accumulate, x + r * in, w->quant, n, out, in, act);
+    for (int k = 0; k < n; k++) {
+      int64_t out = w[k]->value.shape[0];
+      q[k] = (mfk_qweight){(mfk_qtype)w[k]->quant_type, w[k]->quant, out, y[k] + r * out};
+    }
+    mfk_qgemm_many(pool, n, q, accumulate, x + r * in, rows - r < chunk ? rows - r : chunk, in, act);
   }
 }
 

@@ -135,9 +135,10 @@ void mfk_adamw(mfk_pool *pool, float *p, const float *g, float *m, float *v, int
  *   Q8_0  w[j] = d * qs[j]
  *   Q4_0  w[j] = d * ((qs[j] & 15) - 8),  w[j + 16] = d * ((qs[j] >> 4) - 8)
  *   Q4_1  w[j] = d * (qs[j] & 15) + m,    w[j + 16] = d * (qs[j] >> 4) + m
- * The matmul quantizes activations per block of 32 to int8 with a float
- * scale (as llama.cpp's Q8_0/Q8_1 activations) and sums integer products
- * per block, scaled once per block. */
+ * The matmul takes a weight repacked once by mfk_qpack (eight rows side by
+ * side, for SIMD lanes), quantizes activations per block of 32 to int8 with
+ * a float scale (as llama.cpp's Q8_0/Q8_1 activations) and sums integer
+ * products per block, scaled once per block. */
 enum { MFK_QBLOCK = 32 };
 typedef enum mfk_qtype { MFK_Q8_0 = 8, MFK_Q4_0 = 2, MFK_Q4_1 = 3 } mfk_qtype; /* ggml's numbers */
 typedef struct mfk_block_q8_0 { uint16_t d; int8_t qs[32]; } mfk_block_q8_0;
@@ -153,16 +154,32 @@ float mfk_quantize_q8(const float *x, int8_t *qs);
 size_t mfk_qblock_bytes(mfk_qtype type);
 /* IEEE half to float (for block scales). */
 float mfk_f16_to_f32(uint16_t h);
-/* y[rows, out] = x[rows, in] W[out, in]^T, added to y when accumulate; in is
- * a multiple of 32. act holds rows * in/32 blocks of scratch. Work is split
- * over output columns; each dot product sums its blocks in order, so the
- * result does not depend on the thread count. */
+/* Bytes of W [out, in] of type in the matmul's layout. */
+size_t mfk_qpack_bytes(mfk_qtype type, int64_t out, int64_t in);
+/* packed = W [out, in] given as `out` rows of in/32 blocks (as GGUF stores
+ * it), in the matmul's layout; in is a multiple of 32. */
+void mfk_qpack(mfk_qtype type, void *packed, const void *w, int64_t out, int64_t in);
+/* y[rows, out] = x[rows, in] W[out, in]^T for packed W, added to y when
+ * accumulate. act holds rows * in/32 blocks of scratch. Work is split over
+ * output columns; each dot product sums its blocks in order, so the result
+ * does not depend on the thread count, nor a row's on the other rows. */
 void mfk_qgemm(mfk_pool *pool, mfk_qtype type, float *y, int accumulate, const float *x,
-               const void *w, int64_t rows, int64_t out, int64_t in, mfk_block_q8_act *act);
+               const void *packed, int64_t rows, int64_t out, int64_t in, mfk_block_q8_act *act);
+/* The products of n weights with one input x [rows, in] (Q, K and V; gate
+ * and up): x is quantized once and all run in one pool call, each y as
+ * mfk_qgemm would give it. */
+typedef struct mfk_qweight {
+  mfk_qtype type;
+  const void *packed;  /* W [out, in], from mfk_qpack */
+  int64_t out;
+  float *y;            /* [rows, out] */
+} mfk_qweight;
+void mfk_qgemm_many(mfk_pool *pool, int n, const mfk_qweight *w, int accumulate, const float *x,
+                    int64_t rows, int64_t in, mfk_block_q8_act *act);
 
 /* ---- quantized weights, transposed (kernels/cpu/quant_t.c) ----
- * For gradients through a frozen quantized weight W [out, in] (blocks as
- * above; in a multiple of 32). */
+ * For gradients through a frozen quantized weight W [out, in] (packed by
+ * mfk_qpack; in a multiple of 32). */
 /* y[rows, in] = the f32 values of W's first `rows` rows. */
 void mfk_qdequantize(mfk_qtype type, float *y, const void *w, int64_t rows, int64_t in);
 /* dx[rows, in] = dy[rows, out] W[out, in], added to dx when accumulate. W is

@@ -1,8 +1,8 @@
 /*
- * AVX2 dot products for the quantized matmul (body in quant_rows.h): a
- * block's byte products are formed with maddubs (u8 x s8 pairs into i16,
- * which cannot saturate here: |w| <= 127 or <= 15 and |x| <= 127) and
- * summed exactly to i32 with madd.
+ * AVX2 dot products for the quantized matmul (body in quant_rows.h): byte
+ * products are formed with maddubs (u8 x s8 pairs into i16, which cannot
+ * saturate here: |u| <= 128 and |s| <= 127) and summed exactly to i32 with
+ * madd.
  */
 #if defined(__x86_64__)
 #include "cpu/quant.h"
@@ -17,5 +17,5 @@ static QR_TARGET inline __m256i dot_u8_s8(__m256i u, __m256i s) {
 
 #include "cpu/quant_rows.h"
 
-const mfk_qdot_rows_fn mfk_qdot_rows_avx2 = qdot_rows;
+const mfk_qdot_group_fn mfk_qdot_group_avx2 = qdot_group;
 #endif

@@ -1,126 +1,137 @@
 /*
  * The x86 body of the quantized dot products (quant.h), included by
- * quant_avx2.c and quant_vnni.c, which differ only in how a block's 32 byte
- * products become eight i32 sums. The includer defines
+ * quant_avx2.c and quant_vnni.c, which differ only in how byte products
+ * are summed. The includer defines
  *   QR_TARGET       the target attribute of every function here,
  *   dot_u8_s8(u, s) eight i32 sums of u[i] * s[i] over groups of four bytes,
- *                   u unsigned and s signed (no saturation: |u| <= 127),
- * and then names qdot_rows, the set's entry point.
+ *                   u unsigned and s signed (no saturation: |u| <= 128),
+ * and then names qdot_group, the set's entry point.
  *
- * One block against one activation row: unsigned Q4_1 nibbles go straight
- * into dot_u8_s8; signed Q8_0 and Q4_0 weights give it their magnitude and
- * move their sign onto the activations. The block scale turns the eight sums
- * into float lanes, added to the row's accumulator for even or odd blocks
- * (two chains hide the add latency); Q4_1's offsets m * s are summed apart
- * and join lane 0 at the end. Sums go through intrinsics, never through
- * plain float expressions the compiler could contract into an FMA, so the
- * rounding is the same in every build.
+ * One register lane per weight row of the group. Chunk k of a record gives
+ * each row the sum of four products, "part k" (weights 4k..4k+3 for Q8_0;
+ * for Q4, k < 4 the low nibbles 4k.., k >= 4 the high nibbles 16+4(k-4)..;
+ * either way they meet activations 4k..4k+3, broadcast to every lane).
+ * Unsigned Q4_1 nibbles go straight into dot_u8_s8; signed Q8_0 and Q4_0
+ * weights give it their magnitude and move their sign onto the activations.
+ *
+ * The float arithmetic is fixed: part k, scaled by d_w * d_x, goes into
+ * accumulator k of the row, one set of eight for even blocks and one for
+ * odd blocks; Q4_1's offsets m_w * s_x are summed apart per set. At the end
+ * the sets are added, the offsets join part 0, and the eight parts are
+ * added pairwise, ((0+4)+(2+6)) + ((1+5)+(3+7)). GCC writes _mm256_mul_ps
+ * and _mm256_add_ps as plain vector arithmetic, which it may contract into
+ * an FMA; the one product that feeds an add is kept apart, so the rounding
+ * is the same in every build.
  */
 #include <immintrin.h>
+#include <string.h>
 
 #define QR_INLINE static QR_TARGET inline __attribute__((always_inline))
 
-QR_INLINE float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
+enum { QR_PARTS = 8 };
+
+/* One activation row's float sums over the blocks of one parity. */
+typedef struct qr_acc {
+  __m256 part[QR_PARTS];
+  __m256 offset;
+} qr_acc;
+
+/* Four activation bytes at p in every lane. */
+QR_INLINE __m256i broadcast4(const int8_t *p) {
+  int32_t v;
+  memcpy(&v, p, sizeof v);
+  return _mm256_set1_epi32(v);
 }
 
-/* 16 bytes of nibble pairs as 32 values 0..15: low nibbles first, as the
- * Q4 blocks order their weights. */
-QR_INLINE __m256i nibbles(const uint8_t *qs) {
-  __m128i b = _mm_loadu_si128((const __m128i *)qs);
-  __m256i both = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-  return _mm256_and_si256(both, _mm256_set1_epi8(15));
+/* a * b rounded on its own: the empty asm hides it from FMA contraction. */
+QR_INLINE __m256 mul_apart(__m256 a, __m256 b) {
+  __m256 p = _mm256_mul_ps(a, b);
+  __asm__("" : "+x"(p));
+  return p;
 }
 
-/* Weight block i of w as 32 bytes for dot_u8_s8 (unsigned) plus, for the
- * signed types, the signs to put on the activations. */
-typedef struct qr_block {
-  __m256i mag, sign;
-  float d, m;
-} qr_block;
-
-QR_INLINE qr_block load_block(mfk_qtype type, const void *w, int64_t i) {
-  qr_block k = { _mm256_setzero_si256(), _mm256_setzero_si256(), 0, 0 };
-  if (type == MFK_Q4_1) {
-    const mfk_block_q4_1 *b = (const mfk_block_q4_1 *)w + i;
-    k.mag = nibbles(b->qs);
-    k.d = _cvtsh_ss(b->d);
-    k.m = _cvtsh_ss(b->m);
-    return k;
-  }
+/* The record's weights of part k as bytes, four per lane: unsigned for
+ * Q4_1, signed for the others. */
+QR_INLINE void load_parts(mfk_qtype type, const uint8_t *qs, __m256i w[QR_PARTS]) {
   if (type == MFK_Q8_0) {
-    const mfk_block_q8_0 *b = (const mfk_block_q8_0 *)w + i;
-    k.sign = _mm256_loadu_si256((const __m256i *)b->qs);
-    k.d = _cvtsh_ss(b->d);
-  } else {
-    const mfk_block_q4_0 *b = (const mfk_block_q4_0 *)w + i;
-    k.sign = _mm256_sub_epi8(nibbles(b->qs), _mm256_set1_epi8(8));
-    k.d = _cvtsh_ss(b->d);
+    for (int k = 0; k < QR_PARTS; k++) w[k] = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+    return;
   }
-  k.mag = _mm256_sign_epi8(k.sign, k.sign);
-  return k;
+  const __m256i mask = _mm256_set1_epi8(15), eight = _mm256_set1_epi8(8);
+  for (int c = 0; c < 4; c++) {
+    __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+    w[c] = _mm256_and_si256(v, mask);
+    w[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+  }
+  if (type == MFK_Q4_0)
+    for (int k = 0; k < QR_PARTS; k++) w[k] = _mm256_sub_epi8(w[k], eight);
 }
 
-/* acc += the block's products with activation block x (Q4_1's offset apart). */
-QR_INLINE __m256 add_block(mfk_qtype type, __m256 acc, const qr_block *k, const mfk_block_q8_act *x) {
-  __m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
-  if (type != MFK_Q4_1) xq = _mm256_sign_epi8(xq, k->sign);
-  __m256 sums = _mm256_cvtepi32_ps(dot_u8_s8(k->mag, xq));
-  return _mm256_fmadd_ps(_mm256_set1_ps(k->d * x->d), sums, acc);
+QR_INLINE __m256i part_sums(mfk_qtype type, __m256i w, const int8_t *x4) {
+  __m256i x = broadcast4(x4);
+  if (type == MFK_Q4_1) return dot_u8_s8(w, x);
+  return dot_u8_s8(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
 }
 
-/* Weight block i against block i of each activation row. */
-QR_INLINE void add_blocks(mfk_qtype type, __m256 *acc, __m128 *offset, const void *w, int64_t i,
-                          const mfk_block_q8_act *x, int64_t xs, int rows) {
-  qr_block k = load_block(type, w, i);
+/* Record `rec` (block i) against block i of each activation row. */
+QR_INLINE void add_record(mfk_qtype type, const unsigned char *rec, const mfk_block_q8_act *x, int64_t nb,
+                          int rows, qr_acc *acc) {
+  const uint16_t *d = (const uint16_t *)rec, *m = d + MFK_QLANES;
+  const uint8_t *qs = rec + (type == MFK_Q4_1 ? 32 : 16);
+  __m256i w[QR_PARTS];
+  __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d));
+  load_parts(type, qs, w);
   for (int r = 0; r < rows; r++) {
-    const mfk_block_q8_act *xb = x + r * xs + i;
-    acc[r] = add_block(type, acc[r], &k, xb);
-    if (type == MFK_Q4_1) offset[r] = _mm_add_ss(offset[r], _mm_set_ss(k.m * xb->s));
+    const mfk_block_q8_act *xb = x + r * nb;
+    __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb->d));
+    for (int k = 0; k < QR_PARTS; k++)
+      acc[r].part[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(part_sums(type, w[k], xb->qs + 4 * k)),
+                                       acc[r].part[k]);
+    if (type == MFK_Q4_1) {
+      __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)m));
+      acc[r].offset = _mm256_add_ps(acc[r].offset, mul_apart(mw, _mm256_set1_ps(xb->s)));
+    }
   }
 }
 
-QR_INLINE void dot_rows(mfk_qtype type, const void *w, const mfk_block_q8_act *x, int64_t xs,
-                        int64_t nb, int rows, float *out) {
-  __m256 acc[2][MFK_QROWS];
-  __m128 offset[2][MFK_QROWS];
+/* The records i = parity, parity + 2, ... of the group into acc. */
+QR_INLINE void add_records(mfk_qtype type, const unsigned char *group, const mfk_block_q8_act *x, int64_t nb,
+                           int rows, int parity, qr_acc *acc) {
+  size_t bytes = mfk_qrecord_bytes(type);
   for (int r = 0; r < rows; r++) {
-    acc[0][r] = acc[1][r] = _mm256_setzero_ps();
-    offset[0][r] = offset[1][r] = _mm_setzero_ps();
+    for (int k = 0; k < QR_PARTS; k++) acc[r].part[k] = _mm256_setzero_ps();
+    acc[r].offset = _mm256_setzero_ps();
   }
-  int64_t i = 0;
-  for (; i + 1 < nb; i += 2) {
-    add_blocks(type, acc[0], offset[0], w, i, x, xs, rows);
-    add_blocks(type, acc[1], offset[1], w, i + 1, x, xs, rows);
-  }
-  if (i < nb) add_blocks(type, acc[0], offset[0], w, i, x, xs, rows);
+  for (int64_t i = parity; i < nb; i += 2) add_record(type, group + i * bytes, x + i, nb, rows, acc);
+}
+
+QR_INLINE void dot_group(mfk_qtype type, const void *group, const mfk_block_q8_act *x, int64_t nb, int rows,
+                         float out[][MFK_QLANES]) {
+  qr_acc even[MFK_QROWS], odd[MFK_QROWS];
+  add_records(type, group, x, nb, rows, 0, even);
+  add_records(type, group, x, nb, rows, 1, odd);
   for (int r = 0; r < rows; r++) {
-    __m256 sum = _mm256_add_ps(acc[0][r], acc[1][r]);
-    if (type == MFK_Q4_1)
-      sum = _mm256_add_ps(sum, _mm256_zextps128_ps256(_mm_add_ss(offset[0][r], offset[1][r])));
-    out[r] = hsum(sum);
+    __m256 p[QR_PARTS];
+    for (int k = 0; k < QR_PARTS; k++) p[k] = _mm256_add_ps(even[r].part[k], odd[r].part[k]);
+    if (type == MFK_Q4_1) p[0] = _mm256_add_ps(p[0], _mm256_add_ps(even[r].offset, odd[r].offset));
+    __m256 a = _mm256_add_ps(_mm256_add_ps(p[0], p[4]), _mm256_add_ps(p[2], p[6]));
+    __m256 b = _mm256_add_ps(_mm256_add_ps(p[1], p[5]), _mm256_add_ps(p[3], p[7]));
+    _mm256_storeu_ps(out[r], _mm256_add_ps(a, b));
   }
 }
 
 /* Constant row counts, so each case's row loops unroll into registers. */
-QR_INLINE void dot_rows_of(mfk_qtype type, const void *w, const mfk_block_q8_act *x, int64_t xs,
-                           int64_t nb, int rows, float *out) {
-  switch (rows) {
-  case 1: dot_rows(type, w, x, xs, nb, 1, out); return;
-  case 2: dot_rows(type, w, x, xs, nb, 2, out); return;
-  case 3: dot_rows(type, w, x, xs, nb, 3, out); return;
-  default: dot_rows(type, w, x, xs, nb, MFK_QROWS, out); return;
-  }
+QR_INLINE void dot_group_of(mfk_qtype type, const void *group, const mfk_block_q8_act *x, int64_t nb, int rows,
+                            float out[][MFK_QLANES]) {
+  if (rows == 1) dot_group(type, group, x, nb, 1, out);
+  else dot_group(type, group, x, nb, MFK_QROWS, out);
 }
 
-static QR_TARGET void qdot_rows(mfk_qtype type, const void *w, const mfk_block_q8_act *x, int64_t xs,
-                                int64_t nb, int rows, float *out) {
+static QR_TARGET void qdot_group(mfk_qtype type, const void *group, const mfk_block_q8_act *x, int64_t nb,
+                                 int rows, float out[][MFK_QLANES]) {
   switch (type) {
-  case MFK_Q8_0: dot_rows_of(MFK_Q8_0, w, x, xs, nb, rows, out); return;
-  case MFK_Q4_0: dot_rows_of(MFK_Q4_0, w, x, xs, nb, rows, out); return;
-  case MFK_Q4_1: dot_rows_of(MFK_Q4_1, w, x, xs, nb, rows, out); return;
+  case MFK_Q8_0: dot_group_of(MFK_Q8_0, group, x, nb, rows, out); return;
+  case MFK_Q4_0: dot_group_of(MFK_Q4_0, group, x, nb, rows, out); return;
+  case MFK_Q4_1: dot_group_of(MFK_Q4_1, group, x, nb, rows, out); return;
   }
 }

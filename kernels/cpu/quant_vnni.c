@@ -2,9 +2,9 @@
  * AVX-512 VNNI dot products for the quantized matmul (body in
  * quant_rows.h): vpdpbusd multiplies the u8 x s8 pairs and sums each group
  * of four into an i32 lane in one instruction, exactly, where AVX2 needs
- * maddubs and madd. The sums, and so the results, equal the AVX2 set's bit
- * for bit. Uses 256-bit registers (AVX512VL), which also gives the row
- * accumulators sixteen more of them.
+ * maddubs and madd. The sums, and so the results, equal the
+ * AVX2 set's bit for bit. Uses 256-bit registers (AVX512VL), which also
+ * gives the row accumulators sixteen more of them.
  */
 #if defined(__x86_64__)
 #include "cpu/quant.h"
@@ -19,5 +19,5 @@ static QR_TARGET inline __m256i dot_u8_s8(__m256i u, __m256i s) {
 
 #include "cpu/quant_rows.h"
 
-const mfk_qdot_rows_fn mfk_qdot_rows_vnni = qdot_rows;
+const mfk_qdot_group_fn mfk_qdot_group_vnni = qdot_group;
 #endif

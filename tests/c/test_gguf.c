@@ -238,7 +238,7 @@ static void test_hostile(void) {
 static void test_qgemm(void) {
   enum { ROWS = 3, OUT = 37, IN = 96 };
   float x[ROWS * IN], w[OUT * IN], wq[OUT * IN], ref[ROWS * OUT], y1[ROWS * OUT], y3[ROWS * OUT];
-  unsigned char blocks[OUT * IN / 32 * 34];
+  unsigned char blocks[OUT * IN / 32 * 34], packed[(OUT + 7) / 8 * 8 * IN / 32 * 34];
   mfk_block_q8_act act[ROWS * IN / 32];
   mf_rng rng;
   mf_rng_init(&rng, 3, 2);
@@ -260,8 +260,9 @@ static void test_qgemm(void) {
     mf_ggml_decode(types[k], blocks, wq, OUT * IN);
     mfk_gemm(NULL, 0, 1, ROWS, OUT, IN, 1.0f, x, IN, wq, IN, 0.0f, ref, OUT);
     for (int i = 0; i < ROWS * OUT; i++) y1[i] = y3[i] = 1.0f;
-    mfk_qgemm(one, types[k], y1, 1, x, blocks, ROWS, OUT, IN, act);
-    mfk_qgemm(three, types[k], y3, 1, x, blocks, ROWS, OUT, IN, act);
+    mfk_qpack(types[k], packed, blocks, OUT, IN);
+    mfk_qgemm(one, types[k], y1, 1, x, packed, ROWS, OUT, IN, act);
+    mfk_qgemm(three, types[k], y3, 1, x, packed, ROWS, OUT, IN, act);
     FT_CHECK(!memcmp(y1, y3, sizeof y1), "qgemm type %d: thread count changes the bits", types[k]);
     double err = 0, norm = 0;
     for (int i = 0; i < ROWS * OUT; i++) {

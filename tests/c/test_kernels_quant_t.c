@@ -7,7 +7,11 @@
  * - forward (kernels/cpu/quant.c): y = x W^T on the int8 activation blocks
  *   against the same products in double, for row counts around the rows
  *   handled per weight load; each row's bits do not depend on the rows
- *   computed with it nor on the thread count.
+ *   computed with it nor on the thread count;
+ * - several weights sharing one input (mfk_qgemm_many) give each the bits
+ *   of its own product.
+ * Weights go through mfk_qpack, so row counts that do not fill a group of
+ * eight check its padding too.
  */
 #include "kernel_testing.h"
 
@@ -18,7 +22,8 @@ static uint16_t half_of(float x) {
   return (uint16_t)(((e - 1 + 15) << 10) | (uint16_t)((m * 2 - 1) * 1024));
 }
 
-/* Random blocks of `type` for a [out, in] weight; their values into wf. */
+/* Random blocks of `type` for a [out, in] weight, packed for the matmul;
+ * their values into wf. */
 static void *random_weight(mfk_qtype type, int64_t out, int64_t in, double *wf) {
   size_t bytes = mfk_qblock_bytes(type);
   int64_t nb = out * in / 32;
@@ -45,7 +50,10 @@ static void *random_weight(mfk_qtype type, int64_t out, int64_t in, double *wf) 
       }
     }
   }
-  return w;
+  void *packed = malloc(mfk_qpack_bytes(type, out, in));
+  mfk_qpack(type, packed, w, out, in);
+  free(w);
+  return packed;
 }
 
 typedef struct job {
@@ -155,6 +163,46 @@ static void check_forward(mfk_qtype type, int64_t rows, int64_t out, int64_t in)
   free(w), free(wf), free(want), free(x), free(y), free(y0), free(alone), free(act);
 }
 
+typedef struct many_job {
+  mfk_qweight w[3];
+  const float *x;
+  int64_t rows, in;
+  mfk_block_q8_act *act;
+} many_job;
+
+/* The weights' outputs lie one after the other in y. */
+static void run_many(mfk_pool *pool, void *ctx, float *y) {
+  many_job *j = ctx;
+  for (int k = 0; k < 3; k++) j->w[k].y = k == 0 ? y : j->w[k - 1].y + j->rows * j->w[k - 1].out;
+  mfk_qgemm_many(pool, 3, j->w, 0, j->x, j->rows, j->in, j->act);
+}
+
+static void check_many(int64_t rows, int64_t in) {
+  mfk_qtype types[3] = {MFK_Q4_1, MFK_Q8_0, MFK_Q4_0};
+  int64_t outs[3] = {64, 21, 35}, total = 0;
+  many_job j = {.rows = rows, .in = in};
+  for (int k = 0; k < 3; k++) {
+    double *wf = kt_doubles(outs[k] * in);
+    j.w[k] = (mfk_qweight){types[k], random_weight(types[k], outs[k], in, wf), outs[k], NULL};
+    total += rows * outs[k];
+    free(wf);
+  }
+  float *x = kt_random(rows * in, 1.0f), *y = calloc((size_t)total, sizeof(float));
+  float *alone = calloc((size_t)total, sizeof(float));
+  j.x = x;
+  j.act = malloc((size_t)(rows * in / 32) * sizeof *j.act);
+  mfk_pool *pool = mfk_pool_new(2);
+  run_many(pool, &j, y);
+  for (int k = 0, at = 0; k < 3; at += (int)(rows * outs[k]), k++)
+    mfk_qgemm(pool, types[k], alone + at, 0, x, j.w[k].packed, rows, outs[k], in, j.act);
+  mfk_pool_free(pool);
+  KT_CHECK(memcmp(y, alone, (size_t)total * sizeof(float)) == 0,
+           "qgemm_many: the shared products differ from the products one by one");
+  kt_same_bits("qgemm_many", run_many, &j, total);
+  for (int k = 0; k < 3; k++) free((void *)j.w[k].packed);
+  free(x), free(y), free(alone), free(j.act);
+}
+
 int main(void) {
   mfk_qtype types[] = {MFK_Q8_0, MFK_Q4_0, MFK_Q4_1};
   for (int t = 0; t < 3; t++) {
@@ -163,6 +211,8 @@ int main(void) {
     for (int rows = 1; rows <= 9; rows += 2) check_forward(types[t], rows, 37, 160);
     check_forward(types[t], 4, 200, 96);
   }
+  check_many(1, 128);
+  check_many(6, 64);
   if (!kt_failures) printf("ok\n");
   return kt_failures != 0;
 }
