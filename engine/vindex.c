@@ -57,7 +57,7 @@ void mf_vindex_free(mf_vindex *ix) {
   else free_arrays(ix);
   free(ix->table_ids);
   free(ix->table_slots);
-  vx_walk_free(ix->build_walk);
+  vx_hnsw_free_walks(ix);
   free(ix);
 }
 
@@ -242,9 +242,8 @@ static int add_checked(mf_vindex *ix, const int64_t *ids, const float *vectors, 
     ix->count++;
     ix->live++;
     if (id >= ix->next_id) ix->next_id = id + 1;
-    if (ix->o.kind == MF_VINDEX_HNSW && vx_hnsw_insert(ix, slot) != 0) return -1;
   }
-  return 0;
+  return ix->o.kind == MF_VINDEX_HNSW ? vx_hnsw_insert(ix, (int32_t)(ix->count - n)) : 0;
 }
 
 int mf_vindex_add(mf_vindex *ix, const int64_t *ids, const float *vectors, int64_t n) {

@@ -36,7 +36,8 @@ struct mf_vindex {
   int64_t *table_ids; /* id -> slot, open addressing; slot -1 is empty */
   int32_t *table_slots;
   int64_t table_cap;
-  struct vx_walk *build_walk; /* scratch reused by every insertion */
+  struct vx_walk **walks; /* scratch of builds and searches, one per thread */
+  int nwalks;
   void *map;
   size_t map_size;
   int64_t distances;
@@ -68,10 +69,10 @@ int32_t vx_slot_of(const mf_vindex *ix, int64_t id);
 /* Records id -> slot, replacing an older slot of the same id. */
 int vx_table_put(mf_vindex *ix, int64_t id, int32_t slot);
 
-/* Links slot (already stored) into the graph. */
-int vx_hnsw_insert(mf_vindex *ix, int32_t slot);
+/* Links slots first..count-1 (stored by one addition) into the graph. */
+int vx_hnsw_insert(mf_vindex *ix, int32_t first);
 /* Up to k hits per query into hits [nq, k], their number into found [nq]. */
 int vx_hnsw_search(mf_vindex *ix, const float *queries, int64_t nq, int k, vx_hit *hits, int *found);
-void vx_walk_free(struct vx_walk *w);
+void vx_hnsw_free_walks(mf_vindex *ix);
 
 #endif

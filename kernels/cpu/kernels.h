@@ -195,6 +195,9 @@ void mfk_qgemm_t(mfk_pool *pool, mfk_qtype type, float *dx, int accumulate, cons
 float mfk_dot(const float *a, const float *b, int64_t n);
 /* out[r] = dot(q, x[r, :]) for the rows of x [rows, dim]. */
 void mfk_dot_rows(float *out, const float *q, const float *x, int64_t rows, int64_t dim);
+/* out[i] = dot(q, x[rows[i], :]) for i < n, x being [*, dim]: the rows a
+ * graph search visits, fetched from memory ahead of their turn. */
+void mfk_dot_gather(float *out, const float *q, const float *x, const int32_t *rows, int64_t n, int64_t dim);
 
 /* ---- bidirectional attention over padded sequences (encoders) ----
  * kernels/cpu/attention_bidir.c. q, k and v are [B, T, H, hd] with stride
