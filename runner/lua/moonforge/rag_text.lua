@@ -210,7 +210,7 @@ function M.load_documents(paths, opts)
   for _, path in ipairs(paths) do
     local kind = host.kind(path)
     if kind == "directory" then
-      local dir = path:gsub("/*$", "/")
+      local dir = path:gsub("/+$", "") .. "/"
       for _, file in ipairs(walk(dir, "", pattern, by_name, {})) do load_file(file, opts, docs) end
     elseif kind == "file" then
       load_file(path, opts, docs)
