@@ -11,7 +11,15 @@
  *                                                         padding masked
  *     x = LayerNorm(x + W2 gelu(W1 x))                    exact erf GELU
  * Every linear layer has a bias. Q, K and V are one fused projection (their
- * weights stacked at load), so each layer makes four GEMMs.
+ * weights stacked at load), so each layer makes four GEMMs. Each GEMM's
+ * bias goes into the pass that follows it: bias + GELU, or bias + residual
+ * + LayerNorm, in one sweep over the GEMM's output.
+ *
+ * Precision "f32" (the default) runs the GEMMs in f32. "int8" quantizes
+ * the four weights of each layer at load and the activations on each
+ * GEMM, in blocks of 64 along K (mfk_i8_linear: exact int32 sums on
+ * AVX-512 VNNI); everything else stays f32. It is 1.5 to 2.5 times as
+ * fast and keeps a cosine above 0.995 to sentence-transformers on MiniLM.
  *
  * Files: config.json (model_type "bert"), model.safetensors (tensor names
  * with or without a "bert." prefix; the pooler is not used), tokenizer.json,
@@ -40,6 +48,7 @@ enum { POOL_MEAN, POOL_CLS };
 
 typedef struct bert_layer {
   const float *qkv_w, *qkv_b, *o_w, *o_b, *ln1_w, *ln1_b, *ff1_w, *ff1_b, *ff2_w, *ff2_b, *ln2_w, *ln2_b;
+  mfk_i8_weight *qkv_q, *o_q, *ff1_q, *ff2_q;  /* int8 precision only */
 } bert_layer;
 
 struct mf_encoder {
@@ -48,6 +57,7 @@ struct mf_encoder {
   float eps;
   int gelu_approx;
   int pooling;
+  int int8;
   int64_t max_len;
   float *block;  /* every weight, f32 */
   const float *word, *pos, *type, *emb_ln_w, *emb_ln_b;
@@ -58,6 +68,7 @@ struct mf_encoder {
 /* Activations of one batch of rows = B * T tokens. */
 typedef struct bert_work {
   float *x, *tmp, *qkv, *ctx, *mid, *scratch;
+  void *qscratch;  /* quantized activations (int8 precision) */
 } bert_work;
 
 /* ---- configuration ---- */
@@ -254,13 +265,33 @@ done:
   return rc;
 }
 
-mf_encoder *mf_encoder_load(const char *dir) {
+/* The int8 copies of every layer's four weights. */
+static int quantize_weights(mf_encoder *e) {
+  int64_t D = e->D, I = e->I;
+  for (int64_t l = 0; l < e->L; l++) {
+    bert_layer *L = &e->layers[l];
+    L->qkv_q = mfk_i8_weight_new(L->qkv_w, 3 * D, D);
+    L->o_q = mfk_i8_weight_new(L->o_w, D, D);
+    L->ff1_q = mfk_i8_weight_new(L->ff1_w, I, D);
+    L->ff2_q = mfk_i8_weight_new(L->ff2_w, D, I);
+    if (!L->qkv_q || !L->o_q || !L->ff1_q || !L->ff2_q)
+      return mf_fail("%s: out of memory for the int8 weights of layer %lld", e->dir, (long long)l);
+  }
+  return 0;
+}
+
+mf_encoder *mf_encoder_load_precision(const char *dir, const char *precision) {
   if (!dir) return mf_fail_null("encoder load: no path");
+  if (!precision) precision = "f32";
+  if (strcmp(precision, "f32") != 0 && strcmp(precision, "int8") != 0)
+    return mf_fail_null("encoder load: precision '%s' is not \"f32\" or \"int8\"", precision);
   mf_encoder *e = calloc(1, sizeof *e);
   if (!e) return mf_fail_null("encoder load: out of memory");
   snprintf(e->dir, sizeof e->dir, "%s", dir);
+  e->int8 = strcmp(precision, "int8") == 0;
   json_t *cfg;
-  int rc = load_json(dir, "config.json", 1, &cfg) || read_config(e, cfg) || read_sentence_config(e) || load_weights(e) ? -1 : 0;
+  int rc = load_json(dir, "config.json", 1, &cfg) || read_config(e, cfg) || read_sentence_config(e) ||
+           load_weights(e) || (e->int8 && quantize_weights(e)) ? -1 : 0;
   json_decref(cfg);
   if (rc == 0 && !(e->tok = mf_tokenizer_load(dir))) rc = -1;
   if (rc) {
@@ -270,8 +301,17 @@ mf_encoder *mf_encoder_load(const char *dir) {
   return e;
 }
 
+mf_encoder *mf_encoder_load(const char *dir) { return mf_encoder_load_precision(dir, "f32"); }
+
 void mf_encoder_free(mf_encoder *e) {
   if (!e) return;
+  for (int64_t l = 0; e->layers && l < e->L; l++) {
+    bert_layer *L = &e->layers[l];
+    mfk_i8_weight_free(L->qkv_q);
+    mfk_i8_weight_free(L->o_q);
+    mfk_i8_weight_free(L->ff1_q);
+    mfk_i8_weight_free(L->ff2_q);
+  }
   free(e->block);
   free(e->layers);
   mf_tokenizer_free(e->tok);
@@ -281,16 +321,28 @@ void mf_encoder_free(mf_encoder *e) {
 int mf_encoder_dim(const mf_encoder *e) { return (int)e->D; }
 int mf_encoder_max_len(const mf_encoder *e) { return (int)e->max_len; }
 const char *mf_encoder_pooling(const mf_encoder *e) { return e->pooling == POOL_CLS ? "cls" : "mean"; }
+const char *mf_encoder_precision(const mf_encoder *e) { return e->int8 ? "int8" : "f32"; }
 mf_tokenizer *mf_encoder_tokenizer(mf_encoder *e) { return e->tok; }
 
 /* ---- forward ---- */
+
+static void work_free(bert_work *w) {
+  free(w->x);
+  free(w->qscratch);
+  w->x = NULL;
+  w->qscratch = NULL;
+}
 
 /* For up to B sequences of T tokens. */
 static int work_alloc(const mf_encoder *e, bert_work *w, int64_t B, int64_t T) {
   int64_t rows = B * T;
   size_t floats = (size_t)(rows * (6 * e->D + e->I) + mfk_attention_bidir_scratch(B, T, e->H, e->D / e->H));
   w->x = malloc(floats * sizeof(float));
-  if (!w->x) return mf_fail("encoder: out of memory for %lld tokens", (long long)rows);
+  w->qscratch = e->int8 ? malloc(mfk_i8_scratch_bytes(rows, e->I > e->D ? e->I : e->D)) : NULL;
+  if (!w->x || (e->int8 && !w->qscratch)) {
+    work_free(w);
+    return mf_fail("encoder: out of memory for %lld tokens", (long long)rows);
+  }
   w->tmp = w->x + rows * e->D;
   w->qkv = w->tmp + rows * e->D;
   w->ctx = w->qkv + rows * 3 * e->D;
@@ -299,11 +351,11 @@ static int work_alloc(const mf_encoder *e, bert_work *w, int64_t B, int64_t T) {
   return 0;
 }
 
-/* y [rows, out] = x [rows, in] W^T + b, or y + x W^T + b when accumulate. */
-static void linear(mfk_pool *pool, float *y, int accumulate, const float *x, const float *W, const float *b,
-                   int64_t rows, int64_t out, int64_t in) {
-  mfk_gemm(pool, 0, 1, rows, out, in, 1.0f, x, in, W, in, accumulate ? 1.0f : 0.0f, y, out);
-  mfk_bias_fwd(pool, y, b, rows, out);
+/* y [rows, out] = x [rows, in] W^T, in f32 or through W's int8 copy Q. */
+static void linear(mfk_pool *pool, const bert_work *w, float *y, const float *x, const float *W,
+                   const mfk_i8_weight *Q, int64_t rows, int64_t out, int64_t in) {
+  if (Q) mfk_i8_linear(pool, y, x, Q, rows, w->qscratch);
+  else mfk_gemm(pool, 0, 1, rows, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
 }
 
 static int check_batch(const mf_encoder *e, const int32_t *ids, const int32_t *lens, int64_t B, int64_t T) {
@@ -336,17 +388,16 @@ static void forward(const mf_encoder *e, bert_work *w, const int32_t *ids, const
   mfk_layernorm_fwd(pool, w->x, NULL, NULL, w->tmp, e->emb_ln_w, e->emb_ln_b, rows, D, e->eps);
   for (int64_t l = 0; l < e->L; l++) {
     const bert_layer *L = &e->layers[l];
-    linear(pool, w->qkv, 0, w->x, L->qkv_w, L->qkv_b, rows, 3 * D, D);
+    linear(pool, w, w->qkv, w->x, L->qkv_w, L->qkv_q, rows, 3 * D, D);
+    mfk_bias_fwd(pool, w->qkv, L->qkv_b, rows, 3 * D);
     mfk_attention_bidir_fwd(pool, w->ctx, w->qkv, w->qkv + D, w->qkv + 2 * D, lens, B, T, e->H, hd, 3 * D,
                             w->scratch);
-    memcpy(w->tmp, w->x, (size_t)(rows * D) * sizeof(float));
-    linear(pool, w->tmp, 1, w->ctx, L->o_w, L->o_b, rows, D, D);
-    mfk_layernorm_fwd(pool, w->x, NULL, NULL, w->tmp, L->ln1_w, L->ln1_b, rows, D, e->eps);
-    linear(pool, w->mid, 0, w->x, L->ff1_w, L->ff1_b, rows, I, D);
-    mfk_gelu_fwd(pool, w->mid, w->mid, rows * I, e->gelu_approx);
-    memcpy(w->tmp, w->x, (size_t)(rows * D) * sizeof(float));
-    linear(pool, w->tmp, 1, w->mid, L->ff2_w, L->ff2_b, rows, D, I);
-    mfk_layernorm_fwd(pool, w->x, NULL, NULL, w->tmp, L->ln2_w, L->ln2_b, rows, D, e->eps);
+    linear(pool, w, w->tmp, w->ctx, L->o_w, L->o_q, rows, D, D);
+    mfk_layernorm_residual_fwd(pool, w->x, w->tmp, L->o_b, w->x, L->ln1_w, L->ln1_b, rows, D, e->eps);
+    linear(pool, w, w->mid, w->x, L->ff1_w, L->ff1_q, rows, I, D);
+    mfk_bias_gelu_fwd(pool, w->mid, L->ff1_b, rows, I, e->gelu_approx);
+    linear(pool, w, w->tmp, w->mid, L->ff2_w, L->ff2_q, rows, D, I);
+    mfk_layernorm_residual_fwd(pool, w->x, w->tmp, L->ff2_b, w->x, L->ln2_w, L->ln2_b, rows, D, e->eps);
   }
 }
 
@@ -355,7 +406,7 @@ int mf_encoder_hidden(mf_encoder *e, const int32_t *ids, const int32_t *lens, in
   if (check_batch(e, ids, lens, B, T) || work_alloc(e, &w, B, T)) return -1;
   forward(e, &w, ids, lens, B, T);
   memcpy(out, w.x, (size_t)(B * T * e->D) * sizeof(float));
-  free(w.x);
+  work_free(&w);
   return 0;
 }
 
@@ -457,7 +508,7 @@ int mf_encoder_encode(mf_encoder *e, const char *const *texts, const size_t *len
     int64_t B = n - start < batch_size ? n - start : batch_size;
     rc = encode_batch(e, &tk, tk.order + start, B, normalize, &w, ids, blens, out);
   }
-  free(w.x);
+  work_free(&w);
   free(ids);
   free(blens);
   free(tk.ids);

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Sentence-embedding throughput: moonforge's mf.embed against
-# sentence-transformers (PyTorch) on all-MiniLM-L6-v2, the same sentences,
-# batch size 32 and THREADS threads each, in one run. Prints sentences/s for
-# both, the ratio, and the lowest cosine between the two sides' embeddings.
+# Sentence-embedding throughput: moonforge's mf.embed, in f32 and in int8
+# precision, against sentence-transformers (PyTorch, f32) on
+# all-MiniLM-L6-v2, the same sentences, batch size 32 and THREADS threads
+# each, in one run. Prints sentences/s for each, moonforge's ratios to
+# sentence-transformers, and the lowest cosine between each moonforge
+# precision's embeddings and sentence-transformers'.
 #   bash bench/embed/run.sh [BUILD_DIR]     # default build/; THREADS=2 N=2000
 # Needs datasets/minilm/fetch.sh and pip's sentence-transformers.
 set -euo pipefail
@@ -30,12 +32,14 @@ with open(out, "w") as f:
 PY
 echo "model: $MODEL; $N sentences; $THREADS threads; batch 32"
 export MOONFORGE_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
-MF=$("$BUILD/moonforge" exec bench/embed/embed.lua "$MODEL" "$WORK/sentences.txt" "$WORK/mf.npy" | tail -1)
-ST=$(python3 bench/embed/st_embed.py "$MODEL" "$WORK/sentences.txt" "$WORK/mf.npy" "$THREADS" | tail -1)
-python3 - "$MF" "$ST" <<'PY'
+MF=$("$BUILD/moonforge" exec bench/embed/embed.lua "$MODEL" "$WORK/sentences.txt" "$WORK/f32.npy" f32 | tail -1)
+MF8=$("$BUILD/moonforge" exec bench/embed/embed.lua "$MODEL" "$WORK/sentences.txt" "$WORK/int8.npy" int8 | tail -1)
+ST=$(python3 bench/embed/st_embed.py "$MODEL" "$WORK/sentences.txt" "$WORK/f32.npy" "$WORK/int8.npy" "$THREADS" | tail -1)
+python3 - "$MF" "$MF8" "$ST" <<'PY'
 import sys
-mf, st = float(sys.argv[1]), sys.argv[2].split()
-print(f"moonforge              {mf:9.1f} sentences/s")
-print(f"sentence-transformers  {float(st[0]):9.1f} sentences/s   (lowest cosine to moonforge: {st[1]})")
-print(f"ratio                  {mf / float(st[0]):9.2f}x")
+mf, mf8, st = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3].split()
+rate = float(st[0])
+print(f"moonforge f32          {mf:9.1f} sentences/s   {mf / rate:5.2f}x   lowest cosine to sentence-transformers {st[1]}")
+print(f"moonforge int8         {mf8:9.1f} sentences/s   {mf8 / rate:5.2f}x   lowest cosine to sentence-transformers {st[2]}")
+print(f"sentence-transformers  {rate:9.1f} sentences/s   (PyTorch f32)")
 PY

@@ -52,6 +52,11 @@ void mfk_rmsnorm_bwd(mfk_pool *pool, float *dx, float *dw, const float *dy, cons
 /* LayerNorm (GPT-2/BERT variants): y = (x - mean) * rstd * w + b; b may be NULL. */
 void mfk_layernorm_fwd(mfk_pool *pool, float *y, float *mean, float *rstd, const float *x,
                        const float *w, const float *b, int64_t n, int64_t d, float eps);
+/* y = LayerNorm(x + bias + res) over rows of d, the residual step of a
+ * post-LN transformer; x is overwritten with the sum and y may be res.
+ * Row statistics in double, in eight interleaved lanes. */
+void mfk_layernorm_residual_fwd(mfk_pool *pool, float *y, float *x, const float *bias, const float *res,
+                                const float *w, const float *b, int64_t n, int64_t d, float eps);
 void mfk_layernorm_bwd(mfk_pool *pool, float *dx, float *dw, float *db, const float *dy,
                        const float *x, const float *w, const float *mean, const float *rstd,
                        int64_t n, int64_t d);
@@ -90,6 +95,12 @@ void mfk_swiglu_bwd(mfk_pool *pool, float *dgate, float *dup, const float *dout,
 /* GELU: tanh approximation when approx != 0 (GPT-2), else exact erf (BERT). */
 void mfk_gelu_fwd(mfk_pool *pool, float *y, const float *x, int64_t n, int approx);
 void mfk_gelu_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, int64_t n, int approx);
+/* y [rows, d] = gelu(y + bias) in place: a linear layer's bias and
+ * activation in one pass. */
+void mfk_bias_gelu_fwd(mfk_pool *pool, float *y, const float *bias, int64_t rows, int64_t d, int approx);
+/* erf(x) as the exact GELU computes it: within 1.2 ulp of erf, the same
+ * bits in every build. */
+float mfk_erf(float x);
 
 /* ---- loss ----
  * Softmax cross-entropy over rows of logits [n, vocab] against targets[n];
@@ -210,6 +221,24 @@ int64_t mfk_attention_bidir_scratch(int64_t B, int64_t T, int64_t H, int64_t hd)
 void mfk_attention_bidir_fwd(mfk_pool *pool, float *out, const float *q, const float *k, const float *v,
                              const int32_t *lens, int64_t B, int64_t T, int64_t H, int64_t hd,
                              int64_t stride, float *scratch);
+
+/* ---- int8 linear layers (kernels/cpu/gemm_i8.c) ----
+ * y[rows, out] = x[rows, in] W[out, in]^T with W quantized to int8 once
+ * and x on each call, both in blocks of 64 along `in` (scale
+ * max|block|/127); each block's int8 products are summed exactly in int32
+ * (AVX-512 VNNI where the CPU has it, portable code elsewhere), scaled and
+ * added in block order: the same bits either way and on any thread
+ * count. in < 66000. */
+typedef struct mfk_i8_weight mfk_i8_weight;
+/* NULL when out of memory. */
+mfk_i8_weight *mfk_i8_weight_new(const float *w, int64_t out, int64_t in);
+void mfk_i8_weight_free(mfk_i8_weight *w);
+/* Bytes of scratch mfk_i8_linear needs for rows x [rows, in]. */
+size_t mfk_i8_scratch_bytes(int64_t rows, int64_t in);
+void mfk_i8_linear(mfk_pool *pool, float *y, const float *x, const mfk_i8_weight *w, int64_t rows,
+                   void *scratch);
+/* The micro-kernel mfk_i8_linear runs: "avx512vnni" or "generic". */
+const char *mfk_i8_isa(void);
 
 /* ---- bf16 matrix multiply (kernels/cpu/gemm_bf16.c) ----
  * mfk_gemm's product, shapes and transposes with bf16 operands (the bit

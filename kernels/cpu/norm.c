@@ -10,8 +10,8 @@
 #include "cpu/common.h"
 
 typedef struct norm_job {
-  float *y, *dx, *dw, *db, *mean, *rstd;
-  const float *x, *w, *b, *dy, *mean_in, *rstd_in;
+  float *y, *dx, *dw, *db, *mean, *rstd, *sum;
+  const float *x, *w, *b, *dy, *mean_in, *rstd_in, *bias, *res;
   int64_t n, d;
   float eps;
 } norm_job;
@@ -150,6 +150,31 @@ void mfk_layernorm_fwd(mfk_pool *pool, float *y, float *mean, float *rstd, const
   norm_job job = { .y = y, .mean = mean, .rstd = rstd, .x = x, .w = w, .b = b, .n = n, .d = d,
                    .eps = eps };
   for_each_row(pool, &job, ln_fwd_row);
+}
+
+/* x += bias + res, then LayerNorm into y. The sum is written back first,
+ * so y may be res. */
+MFK_SIMD static void ln_residual_row(const norm_job *job, int64_t r) {
+  const norm_job j = *job;
+  float *x = j.sum + r * j.d, *y = j.y + r * j.d;
+  const float *res = j.res + r * j.d;
+  for (int64_t i = 0; i < j.d; i++) x[i] = x[i] + j.bias[i] + res[i];
+  v8d lanes = { 0 };
+  int64_t i = 0;
+  for (; i + 8 <= j.d; i += 8) lanes += __builtin_convertvector(*(const v8f *)(x + i), v8d);
+  double sum = 0;
+  for (; i < j.d; i++) sum += x[i];
+  for (int l = 0; l < 8; l++) sum += lanes[l];
+  float m = (float)(sum / (double)j.d);
+  for (i = 0; i < j.d; i++) y[i] = x[i] - m; /* centred, in y for the moment */
+  float rstd = (float)(1.0 / sqrt(sum_products(y, y, NULL, j.d) / (double)j.d + j.eps));
+  for (i = 0; i < j.d; i++) y[i] = fmaf(y[i] * rstd, j.w[i], j.b[i]); /* fmaf: one rounding in every clone */
+}
+
+void mfk_layernorm_residual_fwd(mfk_pool *pool, float *y, float *x, const float *bias, const float *res,
+                                const float *w, const float *b, int64_t n, int64_t d, float eps) {
+  norm_job job = { .y = y, .sum = x, .res = res, .bias = bias, .w = w, .b = b, .n = n, .d = d, .eps = eps };
+  for_each_row(pool, &job, ln_residual_row);
 }
 
 static float ln_xhat(const norm_job *job, int64_t r, int64_t c) {

@@ -117,11 +117,22 @@ T.test("a decoder model embeds through the same API", function()
   T.near(ss, 1, 1e-5)
 end)
 
+T.test("int8 precision stays near f32 on the tiny encoder", function()
+  local enc8 = mf.embed.load(TINY, { precision = "int8" })
+  T.eq(enc8.precision, "int8")
+  local e, e8 = enc:encode(gold.texts), enc8:encode(gold.texts)
+  for i = 1, #gold.texts do
+    local c = mf.embed.cosine(e, i, e8, i)
+    T.truthy(c >= 0.99, string.format("text %d: int8 cosine to f32 %.6f", i, c))
+  end
+end)
+
 T.test("bad input gives clear errors", function()
   T.raises(function() enc:encode({}) end, "texts is empty")
   T.raises(function() enc:encode({ "a", 5 }) end, "texts[2] is a number, not a string")
   T.raises(function() enc:encode("a") end, "texts must be a list of strings")
   T.raises(function() mf.embed.load(GOLDEN) end, "is neither a BERT encoder nor a model")
+  T.raises(function() mf.embed.load(TINY, { precision = "int4" }) end, "precision must be \"f32\" or \"int8\"")
   T.raises(function() mf.embed.load(root .. "/no/such/folder") end, "mf.embed.load")
   T.raises(function() enc:hidden({ { 2, 500, 3 } }) end, "id 500 at [0, 1] is outside the vocabulary")
   local dir = T.tmpdir("embed-bad")
