@@ -86,6 +86,7 @@ static inline void ft_check_tensor(const char *what, const mf_tensor *t, json_t 
 /* The whole file in a malloc'd buffer (NULL if unreadable). */
 static inline unsigned char *ft_read(const char *path, size_t *n) {
   FILE *f = fopen(path, "rb");
+  *n = 0;
   if (!f) return NULL;
   fseek(f, 0, SEEK_END);
   long len = ftell(f);
