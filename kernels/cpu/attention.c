@@ -13,9 +13,12 @@
  * queries at once come from hd vector multiply-adds; products with V, K or Q
  * accumulate 16 output columns of several rows at a time over the block.
  * When a key block serves several query blocks or heads, every block of K
- * (and V) is transposed once up front. Block sizes are fixed and each sum
- * runs in one order however many rows are taken together, so results do not
- * depend on the thread count.
+ * (and V) is transposed once up front. When it serves only a few queries
+ * (decoding: one query per head over a KV cache), the transposition would
+ * cost more than the scores, which then come from vector dot products over
+ * K's rows. Block sizes are fixed, the choice of path depends on the shapes
+ * alone and each sum runs in one order however many rows are taken
+ * together, so results do not depend on the thread count.
  *
  * The backward pass recomputes probabilities from the saved log-sum-exp,
  * P = exp(scale q.k - lse), in two passes that never write the same memory:
@@ -29,12 +32,14 @@
 #include <string.h>
 
 enum {
-  KB = 32,       /* keys per block */
-  QB = 32,       /* queries per block: each transposed key block serves them all */
+  KB = 32,         /* keys per block */
+  QB = 32,         /* queries per block: each transposed key block serves them all */
   HD_MAX = 256,
-  COLS = 16,     /* floats in a v16 */
-  DOT_ROWS = 4,  /* queries scored together: 8 sums in registers */
-  ACC_ROWS = 8,  /* output rows accumulated together */
+  COLS = 16,       /* floats in a v16 */
+  DOT_ROWS = 4,    /* queries scored together: 8 sums in registers */
+  ACC_ROWS = 8,    /* output rows accumulated together */
+  ACC_CHUNKS = 4,  /* column chunks of a lone output row accumulated together */
+  ROWS_MAX = 6,    /* most queries per kv head scored from K's rows (measured) */
 };
 
 typedef struct attn_job {
@@ -43,6 +48,7 @@ typedef struct attn_job {
   int64_t B, Tq, Tk, Hq, Hkv, hd, kv_stride;
   float scale;
   float *kt, *vt; /* every key (value) block transposed, or NULL: see key_tile */
+  int from_rows;  /* scores from K's rows, no tiles: see row_dots */
 } attn_job;
 
 static const float *q_row(const attn_job *a, const float *base, int64_t b, int64_t t, int64_t h) {
@@ -128,6 +134,29 @@ MFK_INLINE void block_dots(const attn_job *a, float *s, const float *base, int64
   for (; qi < nq; qi++) dots_rows(a, s, base, b, i0, qi, 1, h, tile);
 }
 
+/* x . y over n floats: sums in COLS lanes, then across them, then the tail. */
+MFK_INLINE float row_dot(const float *x, const float *y, int64_t n) {
+  v16 acc = { 0 };
+  int64_t d = 0;
+  for (; d + COLS <= n; d += COLS) acc += V16(x + d) * V16(y + d);
+  float sum = v16_sum(acc);
+  for (; d < n; d++) sum += x[d] * y[d];
+  return sum;
+}
+
+/* The scores of block_dots for keys [j0, j0 + n), read straight from the
+ * rows of K: when few queries share a key block, cheaper than transposing
+ * it. Columns past n are zero. */
+MFK_INLINE void row_dots(const attn_job *a, float *s, int64_t b, int64_t i0, int64_t nq, int64_t h,
+                         int64_t g, int64_t j0, int64_t n) {
+  for (int64_t qi = 0; qi < nq; qi++) {
+    const float *x = q_row(a, a->q, b, i0 + qi, h);
+    float *sr = s + qi * KB;
+    for (int64_t j = 0; j < KB; j++)
+      sr[j] = j < n ? row_dot(x, kv_row(a, a->k, b, j0 + j, g), a->hd) : 0.0f;
+  }
+}
+
 /* The largest of s[j] for j < visible, and of init. Exact whatever the
  * order, so it can run in lanes. */
 static inline float masked_max(const float *s, float init, int64_t visible) {
@@ -146,19 +175,32 @@ static inline void masked_exp(float *p, float scale, float shift, int64_t visibl
   for (int j = 0; j < KB; j++) p[j] = j < visible ? p[j] : 0.0f;
 }
 
-/* Rows [r0, r0 + rows) of accumulate_rows; rows is a constant at each call. */
+/* Columns [d0, d0 + chunks * COLS) of rows [r0, r0 + rows) of
+ * accumulate_rows, with rows x chunks sums in registers. */
+MFK_INLINE void accumulate_tile(float *out, int64_t hd, int64_t r0, int rows, int64_t d0, int chunks,
+                                const float *w, int64_t ldw, const float *src, int64_t ld, int64_t nj) {
+  v16 acc[ACC_ROWS * ACC_CHUNKS];
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < chunks; c++) acc[r * chunks + c] = V16(out + (r0 + r) * hd + d0 + c * COLS);
+  for (int64_t j = 0; j < nj; j++)
+    for (int c = 0; c < chunks; c++) {
+      v16 x = V16(src + j * ld + d0 + c * COLS);
+      for (int r = 0; r < rows; r++) acc[r * chunks + c] += w[(r0 + r) * ldw + j] * x;
+    }
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < chunks; c++) V16(out + (r0 + r) * hd + d0 + c * COLS) = acc[r * chunks + c];
+}
+
+/* Rows [r0, r0 + rows) of accumulate_rows; rows is a constant at each call.
+ * A lone row takes several column chunks at once: one chain of additions
+ * would wait on each multiply-add in turn. */
 MFK_INLINE void accumulate_group(float *out, int64_t hd, int64_t r0, int rows, const float *w,
                                  int64_t ldw, const float *src, int64_t ld, int64_t nj) {
+  int chunks = rows == 1 ? ACC_CHUNKS : 1;
   int64_t d0 = 0;
-  for (; d0 + COLS <= hd; d0 += COLS) {
-    v16 acc[ACC_ROWS];
-    for (int r = 0; r < rows; r++) acc[r] = V16(out + (r0 + r) * hd + d0);
-    for (int64_t j = 0; j < nj; j++) {
-      v16 x = V16(src + j * ld + d0);
-      for (int r = 0; r < rows; r++) acc[r] += w[(r0 + r) * ldw + j] * x;
-    }
-    for (int r = 0; r < rows; r++) V16(out + (r0 + r) * hd + d0) = acc[r];
-  }
+  for (; d0 + chunks * COLS <= hd; d0 += chunks * COLS)
+    accumulate_tile(out, hd, r0, rows, d0, chunks, w, ldw, src, ld, nj);
+  for (; d0 + COLS <= hd; d0 += COLS) accumulate_tile(out, hd, r0, rows, d0, 1, w, ldw, src, ld, nj);
   for (int r = 0; r < rows; r++)
     for (int64_t j = 0; j < nj; j++)
       for (int64_t d = d0; d < hd; d++) out[(r0 + r) * hd + d] += w[(r0 + r) * ldw + j] * src[j * ld + d];
@@ -188,7 +230,8 @@ MFK_SIMD static void fwd_units(void *arg, int64_t u0, int64_t u1) {
     memset(acc, 0, (size_t)(nq * a->hd) * sizeof(float));
     for (int64_t j0 = 0; j0 < keys; j0 += KB) {
       int64_t n = mfk_min(KB, keys - j0);
-      block_dots(a, p, a->q, b, i0, nq, h, key_tile(a, a->kt, scratch, a->k, b, g, j0, n));
+      if (a->from_rows) row_dots(a, p, b, i0, nq, h, g, j0, n);
+      else block_dots(a, p, a->q, b, i0, nq, h, key_tile(a, a->kt, scratch, a->k, b, g, j0, n));
       for (int64_t qi = 0; qi < nq; qi++) {
         float *pr = p + qi * KB;
         int64_t visible = mfk_min(n, offset + i0 + qi + 1 - j0);
@@ -218,7 +261,8 @@ void mfk_attention_fwd(mfk_pool *pool, float *out, float *lse, const float *q, c
                  .Hq = Hq, .Hkv = Hkv, .hd = hd, .kv_stride = kv_stride,
                  .scale = 1.0f / sqrtf((float)hd) };
   int64_t units = B * Hq * mfk_ceil_div(Tq, QB);
-  if (units > B * Hkv) make_tiles(pool, &a, 0); /* a key block serves several units */
+  a.from_rows = Tq * (Hq / Hkv) <= ROWS_MAX;
+  if (!a.from_rows && units > B * Hkv) make_tiles(pool, &a, 0); /* a key block serves several units */
   mfk_parallel_for(pool, units, fwd_units, &a);
   free(a.kt);
 }
@@ -233,9 +277,8 @@ MFK_INLINE void block_grads(const attn_job *a, float *p, float *ds, const float 
   block_dots(a, p, a->q, b, i0, nq, h, ktile);
   block_dots(a, dp, a->dout, b, i0, nq, h, vtile);
   for (int64_t qi = 0; qi < nq; qi++) {
-    const float *dout = q_row(a, a->dout, b, i0 + qi, h), *o = q_row(a, a->o, b, i0 + qi, h);
-    float lse = a->lse_in[(b * a->Hq + h) * a->Tq + i0 + qi], delta = 0.0f;
-    for (int64_t d = 0; d < a->hd; d++) delta += dout[d] * o[d];
+    float lse = a->lse_in[(b * a->Hq + h) * a->Tq + i0 + qi];
+    float delta = row_dot(q_row(a, a->dout, b, i0 + qi, h), q_row(a, a->o, b, i0 + qi, h), a->hd);
     int64_t visible = i0 + qi + 1 - j0;
     float *pr = p + qi * KB, *dsr = ds + qi * KB, *dpr = dp + qi * KB;
     masked_exp(pr, a->scale, lse, visible);

@@ -78,7 +78,9 @@ void mfk_rope_bwd(mfk_pool *pool, float *dx, const int32_t *pos, int64_t rows, i
  * Query i sits at position (Tk - Tq + i) and sees keys 0..Tk-Tq+i.
  * out is [B, Tq, Hq, hd]; lse is [B, Hq, Tq] (log-sum-exp of the scaled
  * scores, kept for backward; may be NULL). Scale is 1/sqrt(hd). Tiled over
- * keys (online softmax): no Tq x Tk matrix is kept. */
+ * keys (online softmax): no Tq x Tk matrix is kept. With at most 6 queries
+ * per kv head (Tq * Hq/Hkv), as in decoding, keys are scored straight from
+ * their rows; that path agrees with the tiled one to float rounding. */
 void mfk_attention_fwd(mfk_pool *pool, float *out, float *lse, const float *q, const float *k,
                        const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv,
                        int64_t hd, int64_t kv_stride);

@@ -1,7 +1,9 @@
 /* Causal GQA attention: forward against a double reference (training shape,
- * several key and query blocks, and a decode shape with Tq < Tk and a padded
- * kv_stride), backward against central differences, and the same bits on 1,
- * 2 and 3 threads. */
+ * several key and query blocks, and decode shapes with Tq < Tk and a padded
+ * kv_stride, both with keys scored straight from K's rows (few queries per
+ * kv head) and from transposed key blocks), decoding one query at a time
+ * against the rows of a full forward, backward against central differences,
+ * and the same bits on 1, 2 and 3 threads. */
 #include "kernel_testing.h"
 
 typedef struct attn_case {
@@ -63,6 +65,31 @@ static void check_forward(attn_case c, const char *what) {
   snprintf(label, sizeof label, "attention %s lse", what);
   kt_close(label, lse, want_lse, n_lse, 1e-5, 1e-5);
   free(out), free(lse), free(want), free(want_lse);
+}
+
+/* Each row of a full forward (all queries at once: transposed key blocks)
+ * against the same query decoded alone over the keys before it (scores from
+ * K's rows), within rel 1e-5 + abs 1e-6: the two sum in different orders. */
+static void check_decode_steps(attn_case c) {
+  int64_t row = c.Hq * c.hd;
+  float *full = malloc((size_t)(c.Tq * row) * sizeof(float));
+  float *step = malloc((size_t)(c.Tq * row) * sizeof(float));
+  double *want = kt_doubles(c.Tq * row);
+  mfk_pool *pool = mfk_pool_new(2);
+  mfk_attention_fwd(pool, full, NULL, c.q, c.k, c.v, 1, c.Tq, c.Tq, c.Hq, c.Hkv, c.hd, c.kv_stride);
+  for (int64_t t = 0; t < c.Tq; t++)
+    mfk_attention_fwd(pool, step + t * row, NULL, c.q + t * row, c.k, c.v, 1, 1, t + 1, c.Hq, c.Hkv,
+                      c.hd, c.kv_stride);
+  mfk_pool_free(pool);
+  for (int64_t i = 0; i < c.Tq * row; i++) want[i] = full[i];
+  kt_close("attention decoded one query at a time vs full forward", step, want, c.Tq * row, 1e-5, 1e-6);
+  free(full), free(step), free(want);
+}
+
+static void run_decode(mfk_pool *pool, void *arg, float *out) {
+  attn_case *c = arg;
+  mfk_attention_fwd(pool, out, out + c->B * c->Tq * c->Hq * c->hd, c->q, c->k, c->v, c->B, c->Tq,
+                    c->Tk, c->Hq, c->Hkv, c->hd, c->kv_stride);
 }
 
 static double loss(void *arg) {
@@ -129,6 +156,19 @@ int main(void) {
   attn_case step = make_case(1, 1, 40, 4, 1, 16, 16);
   check_forward(step, "decode Tq1 Tk40");
   free_case(&step);
+  attn_case wide = make_case(2, 1, 50, 2, 2, 72, 2 * 72 + 3); /* column chunks and a tail */
+  check_forward(wide, "decode Tq1 hd72");
+  free_case(&wide);
+  attn_case tiled = make_case(2, 4, 39, 4, 2, 16, 2 * 16 + 5); /* 8 queries per kv head */
+  check_forward(tiled, "decode Tq4 Tk39 tiled");
+  free_case(&tiled);
+
+  attn_case steps = make_case(1, 45, 45, 6, 2, 40, 2 * 40 + 8);
+  check_decode_steps(steps);
+  free_case(&steps);
+  attn_case smol = make_case(3, 1, 70, 9, 3, 64, 3 * 64 + 16); /* SmolLM2's heads */
+  kt_same_bits("attention decode fwd", run_decode, &smol, 3 * 9 * 64 + 3 * 9);
+  free_case(&smol);
 
   attn_case bits = make_case(2, 45, 45, 4, 2, 16, 2 * 16);
   int64_t n = 2 * (2 * 45 * 4 * 16) + 2 * 4 * 45 + 2 * (2 * 45 * 2 * 16);
