@@ -72,8 +72,18 @@ static int grow(void *p, size_t size, int64_t n) {
   return 0;
 }
 
+/* Searches jump between vectors all over their array: on 2 MiB pages the
+ * translations of a whole index fit the TLB, where 4 KiB pages miss on
+ * almost every vector. Only advice: nothing changes if the system refuses. */
+static void huge_pages(void *p, size_t bytes) {
+  uintptr_t huge = (uintptr_t)2 << 20, begin = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+  uintptr_t end = ((uintptr_t)p + bytes) & ~(huge - 1);
+  if (end > begin) madvise((void *)begin, end - begin, MADV_HUGEPAGE);
+}
+
 static void *copy_out(const void *src, size_t bytes) {
   void *p = malloc(bytes ? bytes : 1);
+  if (p) huge_pages(p, bytes);
   if (p && bytes) memcpy(p, src, bytes);
   return p;
 }
@@ -117,6 +127,8 @@ int vx_reserve(mf_vindex *ix, int64_t slots, int64_t upper) {
                            grow(&ix->links0, vx_links0_width(ix) * 4, cap)));
     if (failed) return mf_fail("vector index: out of memory for %lld vectors", (long long)cap);
     ix->cap = cap;
+    huge_pages(ix->vectors, (size_t)cap * ix->o.dim * sizeof(float));
+    if (hnsw) huge_pages(ix->links0, (size_t)cap * vx_links0_width(ix) * 4);
   }
   if (upper > ix->upper_cap) {
     int64_t cap = ix->upper_cap ? ix->upper_cap : 1024;

@@ -216,12 +216,16 @@ static void search_level(const mf_vindex *ix, walk *w, const float *q, vx_hit ep
     if (w->res.n >= ef && vx_better(ix, w->res.h[0], c)) break;
     if (w->cand.n > 0) prefetch_links(ix, w->cand.h[0].node, level);
     const int32_t *nb = links(ix, c.node, level);
-    int fresh = 0;
-    for (int i = 1; i <= nb[0]; i++)
-      if (w->seen[nb[i]] != w->stamp) {
-        w->seen[nb[i]] = w->stamp;
-        w->fresh[fresh++] = nb[i];
+    int fresh = 0, n = nb[0];
+    uint8_t *seen = w->seen, stamp = w->stamp; /* locals: stores through seen may alias w */
+    for (int i = 1; i <= n; i++) {
+      int32_t node = nb[i];
+      if (seen[node] != stamp) {
+        seen[node] = stamp;
+        w->fresh[fresh++] = node;
+        __builtin_prefetch(vx_vector(ix, node));
       }
+    }
     score_rows(ix, w, q, w->fresh, fresh);
     for (int i = 0; i < fresh; i++) {
       vx_hit h = {w->fresh_s[i], w->fresh[i]};
