@@ -13,10 +13,11 @@
  * S the block's exact int32 sum of qx qw. AVX-512 VNNI's vpdpbusd
  * multiplies unsigned by signed bytes, four at a time into an int32 lane,
  * so activations are stored offset by 128 (as unsigned qx + 128), and
- * 128 * sum over the block of qw[c, k], kept per column and block, is taken
- * off again. Each block's sum is converted to float and added with one
- * fmaf, blocks in order, so the portable micro-kernel, the VNNI one and
- * any thread count give the same bits.
+ * each block's int32 sum starts from -128 * sum over the block of
+ * qw[c, k], kept per column and block, which takes the offset off again at
+ * no cost. Each block's sum is converted to float and added with one fmaf,
+ * blocks in order, so the portable micro-kernel, the VNNI one and any
+ * thread count give the same bits.
  *
  * Layout, as in gemm.c's packing: K is taken in groups of four bytes. The
  * weight is packed once into strips of NR columns, [in/4][NR][4] bytes
@@ -33,7 +34,8 @@
 
 enum {
   KB = 64,             /* K per quantization block */
-  MR = 6,              /* rows per strip: 6 x 2 int32 and 6 x 2 float accumulators + 2 B vectors */
+  MR = 6,              /* rows per strip: 6 x 2 int32 and 6 x 2 float accumulators + 2 B vectors;
+                          a step's 8 loads (2 B, 6 broadcasts) keep up with its 12 vpdpbusd */
   NR = 32,             /* columns per strip: two zmm */
   ROW_STRIPS = 16,     /* row strips per task: 96 rows of packed activations stay in L2 */
   COL_STRIPS = 8,      /* column strips per task */
@@ -43,7 +45,7 @@ struct mfk_i8_weight {
   int64_t out, in, nb;   /* nb: blocks of KB along in (the last one zero-padded) */
   int8_t *packed;        /* ceil(out / NR) strips of [nb * KB / 4][NR][4] */
   float *scale;          /* per strip [nb][NR] */
-  int32_t *offset;       /* per strip [nb][NR]: 128 * the block's sum of qw */
+  int32_t *offset;       /* per strip [nb][NR]: -128 * the block's sum of qw */
 };
 
 /* Bytes of one strip of rows (MR or NR) over K. */
@@ -56,19 +58,27 @@ MFK_INLINE int round_away(float y) {
   return t + (y >= (float)t + 0.5f) - (y <= (float)t - 0.5f);
 }
 
+/* The largest of m's lanes, halving in a tree (lane 0 ends up with it): a
+ * loop over the lanes compiles to a serial chain of sixteen scalar maxima. */
+static inline float lanes_max(v16 m) {
+  v16_keep_max(&m, __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  v16_keep_max(&m, __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3));
+  v16_keep_max(&m, __builtin_shufflevector(m, m, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1));
+  v16_keep_max(&m, __builtin_shufflevector(m, m, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0));
+  return m[0];
+}
+
 /* The scale of v [n <= KB] and its codes, written in groups of four bytes
  * to q[k / 4 * step]: round(v / d) plus bias (0, or 128 for unsigned
  * storage); *sum gets the sum of the codes. */
 MFK_SIMD static float quantize_block(const float *v, int64_t n, uint8_t *q, int64_t step, int bias, int32_t *sum) {
-  _Alignas(64) float x[KB] = { 0 }, a[KB];
+  _Alignas(64) float x[KB], a[KB];
   _Alignas(64) uint8_t codes[KB];
-  memcpy(x, v, (size_t)n * sizeof(float)); /* a short last block is padded with zeros */
+  for (int k = 0; k < KB; k++) x[k] = k < n ? v[k] : 0.0f; /* masked loads, not a libc call per block */
   for (int k = 0; k < KB; k++) a[k] = fabsf(x[k]);
   v16 m = V16(a);
   for (int k = 16; k < KB; k += 16) v16_keep_max(&m, V16(a + k));
-  float amax = 0;
-  for (int l = 0; l < 16; l++) amax = m[l] > amax ? m[l] : amax;
-  float d = amax / 127, inv = d != 0 ? 1 / d : 0;
+  float d = lanes_max(m) / 127, inv = d != 0 ? 1 / d : 0;
   int32_t s = 0;
   for (int k = 0; k < KB; k++) {
     int c = round_away(x[k] * inv);
@@ -101,7 +111,7 @@ mfk_i8_weight *mfk_i8_weight_new(const float *w, int64_t out, int64_t in) {
       int64_t at = (strip * q->nb + b) * NR + j;
       int32_t sum;
       q->scale[at] = quantize_block(w + c * in + b * KB, mfk_min(KB, in - b * KB), codes, NR * 4, 0, &sum);
-      q->offset[at] = 128 * sum;
+      q->offset[at] = -128 * sum;
     }
   }
   return q;
@@ -121,8 +131,8 @@ size_t mfk_i8_scratch_bytes(int64_t rows, int64_t in) {
 }
 
 /* ---- micro-kernels ----
- * acc[MR][NR] = sum over blocks b, in order, of
- *   float(S_b - offset[b]) * (sx[b][i] * sw[b][j])
+ * y[i * ldy + j] (i < MR, j < NR) = sum over blocks b, in order, of
+ *   float(offset[b][j] + S_b) * (sx[b][i] * sw[b][j])
  * added with fmaf, S_b the block's int32 sum of a's unsigned bytes times
  * b's signed ones. */
 
@@ -131,24 +141,25 @@ typedef struct i8_strips {
   const int8_t *b;    /* [nb * KB / 4][NR][4] */
   const float *sx;    /* [nb][MR] */
   const float *sw;    /* [nb][NR] */
-  const int32_t *offset; /* [nb][NR] */
+  const int32_t *offset; /* [nb][NR]: where each block's sum starts */
 } i8_strips;
 
-typedef void (*i8_ukernel)(int64_t nb, const i8_strips *s, float *acc);
+typedef void (*i8_ukernel)(int64_t nb, const i8_strips *s, float *y, int64_t ldy);
 
-static void ukernel_generic(int64_t nb, const i8_strips *s, float *acc) {
-  memset(acc, 0, MR * NR * sizeof(float));
+static void ukernel_generic(int64_t nb, const i8_strips *s, float *y, int64_t ldy) {
+  float acc[MR * NR] = { 0 };
   for (int64_t blk = 0; blk < nb; blk++) {
-    int32_t sum[MR][NR] = { { 0 } };
+    int32_t sum[MR][NR];
+    for (int i = 0; i < MR; i++) memcpy(sum[i], s->offset + blk * NR, sizeof sum[i]);
     for (int64_t k = blk * KB / 4; k < (blk + 1) * KB / 4; k++)
       for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++)
           for (int l = 0; l < 4; l++) sum[i][j] += s->a[(k * MR + i) * 4 + l] * s->b[(k * NR + j) * 4 + l];
     for (int i = 0; i < MR; i++)
       for (int j = 0; j < NR; j++)
-        acc[i * NR + j] = fmaf((float)(sum[i][j] - s->offset[blk * NR + j]), s->sx[blk * MR + i] * s->sw[blk * NR + j],
-                               acc[i * NR + j]);
+        acc[i * NR + j] = fmaf((float)sum[i][j], s->sx[blk * MR + i] * s->sw[blk * NR + j], acc[i * NR + j]);
   }
+  for (int i = 0; i < MR; i++) memcpy(y + i * ldy, acc + i * NR, NR * sizeof(float));
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -156,17 +167,23 @@ static void ukernel_generic(int64_t nb, const i8_strips *s, float *acc) {
 
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
-static VNNI void ukernel_vnni(int64_t nb, const i8_strips *s, float *acc) {
+static VNNI void ukernel_vnni(int64_t nb, const i8_strips *s, float *y, int64_t ldy) {
   __m512 f[MR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; i++) f[i][0] = f[i][1] = _mm512_setzero_ps();
   for (int64_t blk = 0; blk < nb; blk++) {
     __m512i c[MR][2];
+    __m512i off0 = _mm512_loadu_si512(s->offset + blk * NR), off1 = _mm512_loadu_si512(s->offset + blk * NR + 16);
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) c[i][0] = c[i][1] = _mm512_setzero_si512();
-    for (int64_t k = blk * KB / 4; k < (blk + 1) * KB / 4; k++) {
-      __m512i b0 = _mm512_load_si512(s->b + k * NR * 4), b1 = _mm512_load_si512(s->b + k * NR * 4 + 64);
-      const int32_t *ak = (const int32_t *)(s->a + k * MR * 4);
+    for (int i = 0; i < MR; i++) c[i][0] = off0, c[i][1] = off1;
+    const int8_t *b = s->b + blk * KB * NR;
+    const int32_t *a = (const int32_t *)(s->a + blk * KB * MR);
+    /* Unrolled over the whole block: rolled, GCC copies the 12 sums from
+     * register to register on every step. */
+#pragma GCC unroll 16
+    for (int k = 0; k < KB / 4; k++) {
+      __m512i b0 = _mm512_load_si512(b + k * NR * 4), b1 = _mm512_load_si512(b + k * NR * 4 + 64);
+      const int32_t *ak = a + k * MR;
 #pragma GCC unroll 6
       for (int i = 0; i < MR; i++) {
         __m512i ai = _mm512_set1_epi32(ak[i]);
@@ -174,19 +191,18 @@ static VNNI void ukernel_vnni(int64_t nb, const i8_strips *s, float *acc) {
         c[i][1] = _mm512_dpbusd_epi32(c[i][1], ai, b1);
       }
     }
-    __m512i off0 = _mm512_loadu_si512(s->offset + blk * NR), off1 = _mm512_loadu_si512(s->offset + blk * NR + 16);
     __m512 sw0 = _mm512_loadu_ps(s->sw + blk * NR), sw1 = _mm512_loadu_ps(s->sw + blk * NR + 16);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++) {
       __m512 sx = _mm512_set1_ps(s->sx[blk * MR + i]);
-      f[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c[i][0], off0)), _mm512_mul_ps(sx, sw0), f[i][0]);
-      f[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c[i][1], off1)), _mm512_mul_ps(sx, sw1), f[i][1]);
+      f[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[i][0]), _mm512_mul_ps(sx, sw0), f[i][0]);
+      f[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[i][1]), _mm512_mul_ps(sx, sw1), f[i][1]);
     }
   }
 #pragma GCC unroll 6
   for (int i = 0; i < MR; i++) {
-    _mm512_storeu_ps(acc + i * NR, f[i][0]);
-    _mm512_storeu_ps(acc + i * NR + 16, f[i][1]);
+    _mm512_storeu_ps(y + i * ldy, f[i][0]);
+    _mm512_storeu_ps(y + i * ldy + 16, f[i][1]);
   }
 }
 #endif
@@ -243,9 +259,13 @@ static void run_tasks(void *arg, int64_t t0, int64_t t1) {
       for (int64_t rs = rb * ROW_STRIPS; rs < mfk_min(row_strips, (rb + 1) * ROW_STRIPS); rs++) {
         i8_strips s = {j->apack + rs * strip_bytes(nb, MR), w->packed + cs * strip_bytes(nb, NR),
                        j->ascale + rs * nb * MR, w->scale + cs * nb * NR, w->offset + cs * nb * NR};
-        j->uk(nb, &s, acc);
-        int64_t r0 = rs * MR, c0 = cs * NR, cols = mfk_min(NR, w->out - c0);
-        for (int64_t i = 0; i < mfk_min(MR, j->rows - r0); i++)
+        int64_t r0 = rs * MR, c0 = cs * NR, rows = mfk_min(MR, j->rows - r0), cols = mfk_min(NR, w->out - c0);
+        if (rows == MR && cols == NR) { /* a whole tile goes straight to y */
+          j->uk(nb, &s, j->y + r0 * w->out + c0, w->out);
+          continue;
+        }
+        j->uk(nb, &s, acc, NR);
+        for (int64_t i = 0; i < rows; i++)
           memcpy(j->y + (r0 + i) * w->out + c0, acc + i * NR, (size_t)cols * sizeof(float));
       }
   }

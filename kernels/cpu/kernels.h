@@ -218,7 +218,8 @@ void mfk_dot_gather(float *out, const float *q, const float *x, const int32_t *r
  * QKV projection); out is [B, T, H, hd] dense. Query t of sequence b sees
  * keys 0 .. lens[b]-1 (1 <= lens[b] <= T); rows t >= lens[b] are padding and
  * get zeros. Scale is 1/sqrt(hd). scratch holds
- * mfk_attention_bidir_scratch(B, T, H, hd) floats (keys transposed per head). */
+ * mfk_attention_bidir_scratch(B, T, H, hd) floats (each head's keys and
+ * values copied into tiles). */
 int64_t mfk_attention_bidir_scratch(int64_t B, int64_t T, int64_t H, int64_t hd);
 void mfk_attention_bidir_fwd(mfk_pool *pool, float *out, const float *q, const float *k, const float *v,
                              const int32_t *lens, int64_t B, int64_t T, int64_t H, int64_t hd,
