@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Approximate nearest neighbours: moonforge's exact and HNSW search against
-# hnswlib (pip install hnswlib) on the same synthetic embeddings, in one run.
+# hnswlib (pip install hnswlib) on the same embeddings, in one run.
 #   bash bench/ann/run.sh [BUILD_DIR]   # default build/; N=100000 DIM=384 NQ=1000 THREADS=2 M=16 EFC=200
+#   DATA=text bash bench/ann/run.sh     # real text instead of the synthetic mixture
+# DATA=synthetic (the default) draws a Gaussian mixture (make_data.py);
+# DATA=text embeds the pretraining corpus's paragraphs with all-MiniLM-L6-v2
+# (embed_corpus.lua; needs datasets/pretrain_corpus/build.sh and
+# datasets/minilm/fetch.sh, and a few minutes more; DIM is then 384).
 # Prints, per ef_search, recall@10 against exact search, queries/s and (for
 # moonforge) similarities computed per query; build times (both with THREADS
 # threads, and hnswlib also with one); and the ratios at the smallest ef
@@ -9,12 +14,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${1:-build}
-N=${N:-100000} DIM=${DIM:-384} NQ=${NQ:-1000} THREADS=${THREADS:-2} M=${M:-16} EFC=${EFC:-200}
+DATA=${DATA:-synthetic} N=${N:-100000} DIM=${DIM:-384} NQ=${NQ:-1000} THREADS=${THREADS:-2} M=${M:-16} EFC=${EFC:-200}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-python3 bench/ann/make_data.py "$N" "$DIM" "$NQ" "$WORK"
-echo "data: $N vectors of dimension $DIM (Gaussian mixture, 100 clusters), $NQ queries; M=$M ef_construction=$EFC threads=$THREADS"
+case $DATA in
+  synthetic)
+    python3 bench/ann/make_data.py "$N" "$DIM" "$NQ" "$WORK"
+    what="Gaussian mixture, 100 clusters" ;;
+  text)
+    MOONFORGE_THREADS=$THREADS "$BUILD/moonforge" exec bench/ann/embed_corpus.lua "$WORK" "$N" "$NQ"
+    DIM=384 what="all-MiniLM-L6-v2 embeddings of corpus paragraphs; queries: held-out paragraphs" ;;
+  *) echo "run.sh: DATA must be synthetic or text" >&2; exit 2 ;;
+esac
+echo "data: $N vectors of dimension $DIM ($what), $NQ queries; M=$M ef_construction=$EFC threads=$THREADS"
 MOONFORGE_THREADS=$THREADS "$BUILD/moonforge" exec bench/ann/ann.lua "$WORK" "$M" "$EFC" > "$WORK/mf.txt"
 python3 bench/ann/hnswlib_ann.py "$WORK" "$M" "$EFC" "$THREADS" > "$WORK/hl.txt"
 python3 - "$WORK/mf.txt" "$WORK/hl.txt" "$N" "$THREADS" <<'PY'
