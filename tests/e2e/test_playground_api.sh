@@ -19,20 +19,10 @@ for _ in $(seq 100); do [ -s "$tmp/stub.port" ] && break; sleep 0.05; done
 stub="http://127.0.0.1:$(head -n 1 "$tmp/stub.port")"
 closed=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 
-# Starts a playground with the given arguments; sets $url and $pid.
+# Starts a playground with the given arguments; sets $url (with its slash) and $pid.
 start() {
-  local log="$tmp/playground.$RANDOM"
-  "$MOONFORGE" playground --port 0 "$@" >"$log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  url=
-  for _ in $(seq 200); do
-    url=$(grep -o 'http://127.0.0.1:[0-9]*/' "$log" 2>/dev/null || true)
-    [ -n "$url" ] && break
-    kill -0 "$pid" 2>/dev/null || fail "the playground did not start: $(cat "$log")"
-    sleep 0.05
-  done
-  [ -n "$url" ] || fail "the playground did not print its URL"
+  start_moonforge playground --port 0 "$@"
+  url="$url/"
 }
 
 OPENAI_API_KEY=k4 start "$tmp/model" "$stub#stub" "http://127.0.0.1:$closed#gone" --system "Be brief." \

@@ -9,26 +9,12 @@
 # when Chromium is not installed. Servers bind 127.0.0.1, stop by
 # themselves and are killed by pid when the test ends.
 # PLAYGROUND_SCREENSHOT=FILE keeps the screenshot.
-set -euo pipefail
-cd "${MF_SOURCE_DIR:-.}"
-root=$(pwd)
-MOONFORGE=$(realpath "${MOONFORGE:-build/moonforge}")
+source "$(dirname "${BASH_SOURCE[0]}")/loopback.sh"
 browser=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 if [ -z "$browser" ]; then
   echo "SKIP: no Chromium (Debian: apt-get install chromium); the playground's browser test did not run"
   exit 0
 fi
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
-export LUA_PATH="$root/tests/lua/?.lua;;"
-export MOONFORGE_CACHE="$tmp/cache"
 
 python3 tests/e2e/chat_stub_server.py --timeout 120 --delay 0.01 >"$tmp/stub.port" &
 pids+=("$!")
@@ -36,18 +22,9 @@ pids+=("$!")
 for _ in $(seq 100); do [ -s "$tmp/stub.port" ] && break; sleep 0.05; done
 stub="http://127.0.0.1:$(head -n 1 "$tmp/stub.port")"
 # 150 tokens: a tiny model's reply takes long enough to come in several events.
-OPENAI_API_KEY=k3 "$MOONFORGE" playground "$tmp/model" "$tmp/model" "$stub" --port 0 --temperature 0 \
-  --max-tokens 150 --exit-after 120 >"$tmp/playground.log" 2>&1 &
-pid=$!
-pids+=("$pid")
-url=
-for _ in $(seq 200); do
-  url=$(grep -o 'http://127.0.0.1:[0-9]*/' "$tmp/playground.log" 2>/dev/null || true)
-  [ -n "$url" ] && break
-  kill -0 "$pid" 2>/dev/null || fail "the playground did not start: $(cat "$tmp/playground.log")"
-  sleep 0.05
-done
-[ -n "$url" ] || fail "the playground did not print its URL"
+OPENAI_API_KEY=k3 start_moonforge playground "$tmp/model" "$tmp/model" "$stub" --port 0 --temperature 0 \
+  --max-tokens 150 --exit-after 120
+url="$url/"
 
 mkdir "$tmp/browser"
 python3 tests/e2e/playground_browser.py "$browser" "$url" "slowly, please" "$tmp/browser" ||
@@ -80,21 +57,5 @@ grep -q '^r:cell("playground session", function(ctx)' "$cell" || fail "the expor
 grep -q 'model1:chat(tok1, messages, opts)' "$cell" || fail "the cell does not chat: $(cat "$cell")"
 grep -q "mf.http.post_json(\"$stub/v1/chat/completions\"" "$cell" || fail "the cell does not call the endpoint: $(cat "$cell")"
 grep -q "k3" "$cell" && fail "the key is in the exported cell"
-{
-  echo 'local mf = require "moonforge"'
-  echo 'local r = mf.recipe{ name = "playground_replay", seed = 1 }'
-  cat "$cell"
-  echo 'return r'
-} >"$tmp/replay.lua"
-"$MOONFORGE" run "$tmp/replay.lua" --runs "$tmp/runs" >"$tmp/replay.out" 2>&1 ||
-  fail "the exported cell failed: $(cat "$tmp/replay.out")"
-python3 - "$tmp/browser/panes.json" "$tmp/replay.out" <<'EOF' || fail "the replay printed other replies: $(cat "$tmp/replay.out")"
-import json, sys
-# The page shows bytes that are not UTF-8 as U+FFFD and the terminal gets
-# them raw: compare the printable ASCII of both.
-ascii = lambda s: "".join(c for c in s if " " <= c <= "~")
-reply = ascii(json.load(open(sys.argv[1]))[0]["texts"][0])
-printed = ascii(open(sys.argv[2], "rb").read().decode("utf-8", "replace"))
-assert reply and printed.count(reply) == 2, (reply, printed)
-EOF
+replay_exported_cell "$cell" "$tmp/browser/panes.json" 2
 echo "ok"

@@ -16,18 +16,9 @@ fi
 
 "$MOONFORGE" exec tests/lua/serve_testing.lua "$tmp/model"
 "$MOONFORGE" exec tests/lua/rag_store_testing.lua "$tmp"
-"$MOONFORGE" playground "$tmp/model" --index "$tmp/docs.mfrag" --top-k 2 --port 0 --temperature 0 \
-  --max-tokens 8 --exit-after 120 >"$tmp/playground.log" 2>&1 &
-pid=$!
-pids+=("$pid")
-url=
-for _ in $(seq 200); do
-  url=$(grep -o 'http://127.0.0.1:[0-9]*/' "$tmp/playground.log" 2>/dev/null || true)
-  [ -n "$url" ] && break
-  kill -0 "$pid" 2>/dev/null || fail "the playground did not start: $(cat "$tmp/playground.log")"
-  sleep 0.05
-done
-[ -n "$url" ] || fail "the playground did not print its URL"
+start_moonforge playground "$tmp/model" --index "$tmp/docs.mfrag" --top-k 2 --port 0 --temperature 0 \
+  --max-tokens 8 --exit-after 120
+url="$url/"
 
 mkdir "$tmp/browser"
 python3 tests/e2e/playground_browser.py "$browser" "$url" "the cat sat on the mat" "$tmp/browser" ||
@@ -77,21 +68,5 @@ EOF
 cell="$tmp/browser/cell.lua"
 grep -q "mf.deploy.serve({ model = \"$tmp/model\", index = \"$tmp/docs.mfrag\", top_k = 2, port = 0 })" "$cell" ||
   fail "the cell does not serve the store: $(cat "$cell")"
-{
-  echo 'local mf = require "moonforge"'
-  echo 'local r = mf.recipe{ name = "playground_replay", seed = 1 }'
-  cat "$cell"
-  echo 'return r'
-} >"$tmp/replay.lua"
-"$MOONFORGE" run "$tmp/replay.lua" --runs "$tmp/runs" >"$tmp/replay.out" 2>&1 ||
-  fail "the exported cell failed: $(cat "$tmp/replay.out")"
-python3 - "$tmp/browser/panes.json" "$tmp/replay.out" <<'EOF' || fail "the replay printed another reply: $(cat "$tmp/replay.out")"
-import json, sys
-# The page shows bytes that are not UTF-8 as U+FFFD and the terminal gets
-# them raw: compare the printable ASCII of both.
-ascii = lambda s: "".join(c for c in s if " " <= c <= "~")
-reply = ascii(json.load(open(sys.argv[1]))[0]["texts"][0])
-printed = ascii(open(sys.argv[2], "rb").read().decode("utf-8", "replace"))
-assert reply and printed.count(reply) == 1, (reply, printed)
-EOF
+replay_exported_cell "$cell" "$tmp/browser/panes.json" 1
 echo "ok"

@@ -11,20 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/loopback.sh"
 "$MOONFORGE" exec tests/lua/serve_testing.lua "$tmp/model"
 
 # Starts a server with the given options; sets $url and $pid.
-start() {
-  local log="$tmp/serve.$#.$RANDOM"
-  "$MOONFORGE" serve "$tmp/model" --port 0 --exit-after 120 "$@" >"$log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  url=
-  for _ in $(seq 200); do
-    url=$(grep -o 'http://127.0.0.1:[0-9]*' "$log" || true)
-    [ -n "$url" ] && break
-    kill -0 "$pid" 2>/dev/null || fail "the server did not start: $(cat "$log")"
-    sleep 0.05
-  done
-  [ -n "$url" ] || fail "the server did not print its URL"
-}
+start() { start_moonforge serve "$tmp/model" --port 0 --exit-after 120 "$@"; }
 
 # --parallel 8: a step of at most 8 rows keeps f32 matmuls on one path, so
 # batched greedy replies match single ones bit for bit (see generate.c).

@@ -87,20 +87,7 @@ EOF
 "$MOONFORGE" exec "$tmp/prepare.lua" "$tmp"
 
 # Starts a command that prints its URL; sets $url and $pid.
-start() {
-  local log="$tmp/log.$RANDOM"
-  "$MOONFORGE" "$@" --port 0 --exit-after 120 >"$log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  url=
-  for _ in $(seq 200); do
-    url=$(grep -o 'http://127.0.0.1:[0-9]*' "$log" || true)
-    [ -n "$url" ] && break
-    kill -0 "$pid" 2>/dev/null || fail "$1 did not start: $(cat "$log")"
-    sleep 0.05
-  done
-  [ -n "$url" ] || fail "$1 did not print its URL"
-}
+start() { start_moonforge "$@" --port 0 --exit-after 120; }
 
 start serve "$tmp/model" --index "$tmp/docs.mfrag" --name tiny
 python3 - "$url" "$tmp" <<'EOF' || fail "serve --index (see above)"
