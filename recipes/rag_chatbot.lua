@@ -230,15 +230,8 @@ local function answer(ctx, model, tok, chunks, questions, ranked, method)
   for i, q in ipairs(questions) do
     chats[i] = conversation(chunks, q, method ~= "none" and first(ranked[q.id][method], ctx.params.k) or nil)
   end
-  local bar, started = ctx:progress(#chats, method .. " answers"), {}
-  local replies = model:chat_batch(tok, chats, { max_tokens = ctx.params.max_tokens, on_text = function(_, i)
-    if not started[i] then
-      started[i] = true
-      bar:advance(1)
-    end
-  end })
-  bar:finish()
-  return replies
+  return (model:chat_batch(tok, chats, { max_tokens = ctx.params.max_tokens,
+    progress = ctx:progress(#chats, method .. " answers") }))
 end
 
 local METHODS = { "none", "bm25", "dense", "hybrid" }

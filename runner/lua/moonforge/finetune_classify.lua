@@ -98,15 +98,8 @@ end
 function M.evaluate(ctx, model, tok, rows, opts)
   local conversations, truths = {}, {}
   for i, row in ipairs(rows) do conversations[i], truths[i] = prompt(row, opts.shots), answer(row) end
-  local bar, started = ctx:progress(#rows, opts.prefix .. " answers"), {}
   local replies = model:chat_batch(tok, conversations, { max_tokens = opts.max_tokens,
-    on_text = function(_, i)
-      if not started[i] then
-        started[i] = true
-        bar:advance(1)
-      end
-    end })
-  bar:finish()
+    progress = ctx:progress(#rows, opts.prefix .. " answers") })
   local result = mf.eval.classify(replies, truths, opts.labels)
   mf.eval.report(result, { ctx = ctx, prefix = opts.prefix })
   local examples = {}

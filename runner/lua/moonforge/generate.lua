@@ -8,7 +8,9 @@
 --
 -- opts: max_tokens (256), temperature (0: greedy), top_k, top_p,
 -- repetition_penalty, seed, batch_size (see model:generate_batch), stop (a
--- list of strings), on_text(piece [, i]), template (see moonforge.chat).
+-- list of strings), on_text(piece [, i]), template (see moonforge.chat),
+-- progress (a bar from ctx:progress: advanced as each reply starts,
+-- finished when all are done).
 -- A reply ends at the tokenizer's or the model's eos, at the chat
 -- template's end-of-turn token (e.g. <|im_end|>), or before the first stop
 -- string in its text; the end token is not part of the reply, and special
@@ -111,8 +113,16 @@ end
 function M.text_batch(model, tok, prompts, opts, end_ids)
   opts = opts or {}
   local streams = {}
+  local bar = opts.progress
   for i = 1, #prompts do
-    local on_text = opts.on_text and function(piece) opts.on_text(piece, i) end
+    local started = false
+    local on_text = (opts.on_text or bar) and function(piece)
+      if bar and not started then
+        started = true
+        bar:advance(1)
+      end
+      if opts.on_text then opts.on_text(piece, i) end
+    end
     streams[i] = M.stream(tok, { stop = opts.stop, end_ids = end_ids, on_text = on_text })
   end
   local stop_ids = {}
@@ -126,6 +136,7 @@ function M.text_batch(model, tok, prompts, opts, end_ids)
       if streams[i]:push(id) then return false end
     end,
   })
+  if bar then bar:finish() end
   local replies, infos = {}, {}
   for i, s in ipairs(streams) do
     replies[i] = s:finish()
