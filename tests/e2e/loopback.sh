@@ -1,7 +1,7 @@
 # Sourced by end-to-end tests that start servers on 127.0.0.1. Sets root,
 # MOONFORGE, a temporary folder $tmp (with its own cache), fail(),
-# start_moonforge() and an array pids whose processes are killed, by pid,
-# when the test ends. Proxy
+# start_moonforge(), start_port_server(), replay_exported_cell() and an
+# array pids whose processes are killed, by pid, when the test ends. Proxy
 # settings and API keys from the environment are dropped so requests stay
 # on loopback and carry only what the test gives them.
 set -euo pipefail
@@ -59,4 +59,17 @@ reply = ascii(json.load(open(sys.argv[1]))[0]["texts"][0])
 printed = ascii(open(sys.argv[2], "rb").read().decode("utf-8", "replace"))
 assert reply and printed.count(reply) == int(sys.argv[3]), (reply, printed)
 EOF
+}
+
+# Runs `python3 SCRIPT ARGS...`, a loopback server that prints its port as
+# its first line, in the background and waits for the port; sets $port and
+# $server_pid, and adds the pid to pids.
+start_port_server() {
+  local log="$tmp/port.$RANDOM"
+  python3 "$@" >"$log" &
+  server_pid=$!
+  pids+=("$server_pid")
+  for _ in $(seq 200); do [ -s "$log" ] && break; sleep 0.05; done
+  port=$(head -n 1 "$log" 2>/dev/null || true)
+  [ -n "$port" ] || fail "$1 did not start"
 }

@@ -12,13 +12,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/loopback.sh"
 
 # Starts the stub with the given options; sets $stub and $stub_pid.
 start_stub() {
-  local log="$tmp/stub.$RANDOM"
-  python3 tests/e2e/chat_stub_server.py --timeout 60 "$@" >"$log" &
-  stub_pid=$!
-  pids+=("$stub_pid")
-  for _ in $(seq 100); do [ -s "$log" ] && break; sleep 0.05; done
-  [ -s "$log" ] || fail "the stub server did not start"
-  stub="http://127.0.0.1:$(head -n 1 "$log")"
+  start_port_server tests/e2e/chat_stub_server.py --timeout 60 "$@"
+  stub_pid=$server_pid
+  stub="http://127.0.0.1:$port"
 }
 
 # ---- a local model: the replies of model:chat, turn by turn ----

@@ -5,31 +5,9 @@
 # unreachable port, and judging end to end from a script and from a recipe.
 # The server picks a free port, prints it, stops by itself after a minute,
 # and is killed by pid when the test ends.
-set -euo pipefail
-cd "${MF_SOURCE_DIR:-.}"
-root=$(pwd)
-MOONFORGE=$(realpath "${MOONFORGE:-build/moonforge}")
-tmp=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-# Loopback requests must not go to a proxy.
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
-export LUA_PATH="$root/tests/lua/?.lua;;"
-export MOONFORGE_CACHE="$tmp/cache"
+source "$(dirname "${BASH_SOURCE[0]}")/loopback.sh"
 
-python3 tests/e2e/fake_openai.py --timeout 60 --key test-key >"$tmp/port" &
-server_pid=$!
-for _ in $(seq 100); do
-  [ -s "$tmp/port" ] && break
-  sleep 0.1
-done
-port=$(head -n 1 "$tmp/port")
-[ -n "$port" ] || fail "the fake server did not start"
+start_port_server tests/e2e/fake_openai.py --timeout 60 --key test-key
 # A port that was free a moment ago: nothing listens there.
 closed=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 export FAKE_URL="http://127.0.0.1:$port" CLOSED_URL="http://127.0.0.1:$closed"

@@ -12,11 +12,9 @@
 # 127.0.0.1, stop by themselves and are killed by pid when the test ends.
 source "$(dirname "${BASH_SOURCE[0]}")/loopback.sh"
 
-python3 tests/e2e/chat_stub_server.py --timeout 60 --delay 0.2 >"$tmp/stub.port" &
-pids+=("$!")
+start_port_server tests/e2e/chat_stub_server.py --timeout 60 --delay 0.2
+stub="http://127.0.0.1:$port"
 "$MOONFORGE" exec tests/lua/serve_testing.lua "$tmp/model"
-for _ in $(seq 100); do [ -s "$tmp/stub.port" ] && break; sleep 0.05; done
-stub="http://127.0.0.1:$(head -n 1 "$tmp/stub.port")"
 closed=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 
 # Starts a playground with the given arguments; sets $url (with its slash) and $pid.

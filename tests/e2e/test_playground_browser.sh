@@ -16,11 +16,9 @@ if [ -z "$browser" ]; then
   exit 0
 fi
 
-python3 tests/e2e/chat_stub_server.py --timeout 120 --delay 0.01 >"$tmp/stub.port" &
-pids+=("$!")
+start_port_server tests/e2e/chat_stub_server.py --timeout 120 --delay 0.01
+stub="http://127.0.0.1:$port"
 "$MOONFORGE" exec tests/lua/serve_testing.lua "$tmp/model"
-for _ in $(seq 100); do [ -s "$tmp/stub.port" ] && break; sleep 0.05; done
-stub="http://127.0.0.1:$(head -n 1 "$tmp/stub.port")"
 # 150 tokens: a tiny model's reply takes long enough to come in several events.
 OPENAI_API_KEY=k3 start_moonforge playground "$tmp/model" "$tmp/model" "$stub" --port 0 --temperature 0 \
   --max-tokens 150 --exit-after 120

@@ -107,14 +107,7 @@ done
 mkdir -p "$tmp/small/docs"
 cp "$tmp/faq/docs/01-"*.md "$tmp/faq/docs/10-"*.md "$tmp/small/docs/"
 grep -e '"section":"1\.' -e '"section":"10\.' "$tmp/faq/qa.jsonl" >"$tmp/small/qa.jsonl"
-python3 tests/e2e/fake_openai.py --timeout 300 >"$tmp/port" &
-pids+=($!)
-for _ in $(seq 100); do
-  [ -s "$tmp/port" ] && break
-  sleep 0.1
-done
-port=$(head -n 1 "$tmp/port")
-[ -n "$port" ] || fail "the fake judge did not start"
+start_port_server tests/e2e/fake_openai.py --timeout 300
 cd "$tmp"
 "$MOONFORGE" run "$src/recipes/rag_chatbot.lua" --set faq="$tmp/small" --set repo_docs=false \
   --set test_questions=2 --set max_tokens=8 --set duration=0.25ep --set batch_size=2 --set chunk_tokens=64 \
