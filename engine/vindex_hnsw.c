@@ -75,26 +75,30 @@ static void heap_push(const mf_vindex *ix, heap *q, vx_hit x) {
   q->h[i] = x;
 }
 
-static vx_hit heap_pop(const mf_vindex *ix, heap *q) {
-  vx_hit top = q->h[0], last = q->h[--q->n];
-  int64_t i = 0;
+/* Puts x at slot i of q, whose subtrees are heaps, and moves it down. */
+static void sift_down(const mf_vindex *ix, heap *q, int64_t i, vx_hit x) {
   for (;;) {
     int64_t child = 2 * i + 1;
     if (child >= q->n) break;
     if (child + 1 < q->n && above(ix, q, q->h[child + 1], q->h[child])) child++;
-    if (!above(ix, q, q->h[child], last)) break;
+    if (!above(ix, q, q->h[child], x)) break;
     q->h[i] = q->h[child];
     i = child;
   }
-  if (q->n > 0) q->h[i] = last;
+  q->h[i] = x;
+}
+
+static vx_hit heap_pop(const mf_vindex *ix, heap *q) {
+  vx_hit top = q->h[0], last = q->h[--q->n];
+  if (q->n > 0) sift_down(ix, q, 0, last);
   return top;
 }
 
-/* Adds h to res (worst on top), which keeps the ef best hits. */
+/* Adds h to res (worst on top), which keeps the ef best hits: when it is
+ * full, h takes the worst one's place. */
 static void keep_best(const mf_vindex *ix, heap *res, vx_hit h, int ef) {
-  if (res->n >= ef && !vx_better(ix, h, res->h[0])) return;
-  heap_push(ix, res, h);
-  if (res->n > ef) heap_pop(ix, res);
+  if (res->n < ef) heap_push(ix, res, h);
+  else if (vx_better(ix, h, res->h[0])) sift_down(ix, res, 0, h);
 }
 
 /* ---- walks ---- */
