@@ -87,6 +87,28 @@ for _, mode in ipairs({ "full", "lora" }) do
   end)
 end
 
+-- Two micro-batches of one row make the step one batch of both rows makes:
+-- the rows count 2 and 24 targets, so averaging the two means instead
+-- would give another loss and another gradient (norm).
+T.test("gradient accumulation weighs micro-batches by their counted targets", function()
+  local data = T.tmpdir()
+  F.write(data .. "/train.jsonl", '{"messages": [{"role": "user", "content": "a short one"}, '
+    .. '{"role": "assistant", "content": "yes"}]}\n{"messages": [{"role": "user", "content": "a longer one"}, '
+    .. '{"role": "assistant", "content": "a much longer answer than the first, with many more tokens"}]}\n')
+  local function first_step(batch_size, grad_accum)
+    local o = F.options(data, { batch_size = batch_size, grad_accum = grad_accum, training_duration = "1ep",
+      warmup = 0, eval_every = 0, lora = { r = 4, alpha = 8, dropout = 0 },
+      checkpoint_dir = data .. "/ckpt-" .. batch_size })
+    o.eval_data = nil
+    local history = mf.finetune(o).history
+    T.eq(#history, 1)
+    return history[1]
+  end
+  local whole, parts = first_step(2, 1), first_step(1, 2)
+  T.near(parts.loss, whole.loss, 1e-6, "the step's loss")
+  T.near(parts.grad_norm, whole.grad_norm, 1e-5, "the step's gradient norm")
+end)
+
 -- A run stopped after its checkpoint of step 6, started again, ends with
 -- the bits of a run never stopped (dropout masks included).
 for _, mode in ipairs({ "full", "lora" }) do

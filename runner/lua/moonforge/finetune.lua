@@ -353,16 +353,25 @@ local function train_step(run, k)
   local lr = M.lr_at(o.learning_rate, o.schedule, run.warmup, k, #run.plan.steps)
   opt:set_lr(lr)
   opt:zero_grad()
-  local loss = 0
+  -- The step's gradient is that of the mean loss over all its counted
+  -- targets, as one batch of all its rows would give: after micro-batch j
+  -- the gradients hold (sum over i <= j of c_i g_i) / c_j, c_i counted
+  -- targets and g_i the gradient of micro-batch i's mean loss.
+  local sum, total, last = 0, 0, nil
   for _, mb in ipairs(step) do
-    local tokens, targets = fd.batch(run.plan.epochs[mb.epoch], mb.first, mb.count)
-    loss = loss + run.model:loss(tokens, targets)
-    run.model:backward()
+    local tokens, targets, counted = fd.batch(run.plan.epochs[mb.epoch], mb.first, mb.count)
+    if counted > 0 then
+      sum = sum + run.model:loss(tokens, targets) * counted
+      if last then opt:scale_grad(last / counted) end
+      run.model:backward()
+      total, last = total + counted, counted
+    end
   end
-  if #step > 1 then opt:scale_grad(1 / #step) end
+  if total == 0 then error(string.format("finetune: step %d has no target to learn (every one is masked)", k), 0) end
+  if last ~= total then opt:scale_grad(last / total) end
   local norm = opt:clip_grad_norm(o.max_grad_norm)
   opt:step()
-  local record = { step = k, loss = loss / #step, lr = lr, grad_norm = norm, tokens = run.plan.tokens[k] }
+  local record = { step = k, loss = sum / total, lr = lr, grad_norm = norm, tokens = run.plan.tokens[k] }
   record.tokens_per_s = record.tokens / math.max(host.clock() - started, 1e-9)
   return record
 end
