@@ -13,9 +13,8 @@
  * Merging folds scale * B A into W and switches the adapter path off;
  * unmerging subtracts the same product. W + D - D is W up to one rounding
  * of each addition, so unmerge restores the base to within a few ulps of
- * each weight, not bit for bit. A model on quantized blocks becomes f32
- * when merged (the blocks are dropped; the f32 values it carries take the
- * sum).
+ * each weight, not bit for bit. A base held in bf16 or in blocks becomes
+ * f32 when merged or unmerged (mf_model_expand), and the sum is f32.
  *
  * Adapter activations: each adapter keeps h = dropout(x) A^T [rows, r] and
  * its dropout mask (one bit an input) for backward; the dropped input and
@@ -293,29 +292,24 @@ void mf_lora_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, con
 
 /* ---- merging ---- */
 
-/* W += sign * scale * B A for every adapter. */
-static void fold(mf_model *m, float sign) {
+/* W += sign * scale * B A for every adapter, on the base's f32 values. */
+static int fold(mf_model *m, float sign) {
   mf_lora_set *s = m->lora;
+  if (mf_model_expand(m)) return -1;
   for (int i = 0; i < s->nadapters; i++) {
     mf_lora *a = &s->adapters[i];
     int64_t out = a->w->value.shape[0], in = a->w->value.shape[1];
     mfk_gemm(mf_pool(), 0, 0, out, in, s->r, sign * a->scale, mf_pv(a->b), s->r, mf_pv(a->a), in, 1.0f,
              mf_pv(a->w), in);
   }
+  return 0;
 }
 
 int mf_model_merge_lora(mf_model *m) {
   mf_lora_set *s = m->lora;
   if (!s) return mf_fail("merge_lora: the model has no LoRA adapters");
   if (s->merged) return mf_fail("merge_lora: the adapters are already merged");
-  if (m->quant_data) {
-    /* Merging needs f32 weights: the model keeps their f32 values, which
-     * become its weights from now on. */
-    for (int i = 0; i < m->nparams; i++) m->params[i].quant = NULL;
-    free(m->quant_data);
-    m->quant_data = NULL;
-  }
-  fold(m, 1.0f);
+  if (fold(m, 1.0f)) return -1;
   for (int i = 0; i < s->nadapters; i++) s->adapters[i].w->lora = NULL;
   s->merged = 1;
   return 0;
@@ -324,7 +318,7 @@ int mf_model_merge_lora(mf_model *m) {
 int mf_model_unmerge_lora(mf_model *m) {
   mf_lora_set *s = m->lora;
   if (!s || !s->merged) return mf_fail("unmerge_lora: no merged LoRA adapters");
-  fold(m, -1.0f);
+  if (fold(m, -1.0f)) return -1;
   for (int i = 0; i < s->nadapters; i++) s->adapters[i].w->lora = &s->adapters[i];
   s->merged = 0;
   return 0;

@@ -145,7 +145,7 @@ void mf_model_free(mf_model *m) {
   free(m->arena.layers);
   free(m->values);
   free(m->grads);
-  free(m->quant_data);
+  free(m->packed);
   mf_lora_free(m->lora);
   free(m->params);
   free(m->layers);
@@ -200,6 +200,9 @@ void mf_model_drop_grads(mf_model *m) {
 
 mf_tensor *mf_model_param(mf_model *m, const char *name) {
   mf_param *p = mf_model_find(m, name);
+  if (p && !p->value.data)
+    return mf_fail_null("model: '%s' is held in %s blocks alone; set the base precision to f32 or bf16 to read it",
+                        name, mf_param_storage(p));
   return p ? &p->value : NULL;
 }
 
@@ -226,8 +229,11 @@ static void linear_extras(mfk_pool *pool, float *y, const float *x, const mf_par
 void mf_linear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
                    const mf_param *b, int64_t rows) {
   int64_t out = w->value.shape[0], in = w->value.shape[1];
+  float beta = accumulate ? 1.0f : 0.0f;
   if (w->quant) mf_qlinear_fwd(pool, 1, &w, &y, accumulate, x, rows);
-  else mfk_gemm(pool, 0, 1, rows, out, in, 1.0f, x, in, mf_pv(w), in, accumulate ? 1.0f : 0.0f, y, out);
+  else if (w->value.dtype == MF_BF16)
+    mfk_gemm_f32_bf16(pool, 0, 1, rows, out, in, 1.0f, x, in, w->value.data, in, beta, y, out);
+  else mfk_gemm(pool, 0, 1, rows, out, in, 1.0f, x, in, mf_pv(w), in, beta, y, out);
   linear_extras(pool, y, x, w, b, rows);
 }
 
@@ -246,8 +252,11 @@ void mf_linears_fwd(mfk_pool *pool, int n, const mf_param *const *w, const mf_pa
 void mf_linear_bwd(mfk_pool *pool, float *dx, int accumulate, const float *dy, const float *x,
                    const mf_param *w, const mf_param *b, int64_t rows) {
   int64_t out = w->value.shape[0], in = w->value.shape[1];
+  float beta = accumulate ? 1.0f : 0.0f;
   if (w->quant) mfk_qgemm_t(pool, (mfk_qtype)w->quant_type, dx, accumulate, dy, w->quant, rows, out, in);
-  else mfk_gemm(pool, 0, 0, rows, in, out, 1.0f, dy, out, mf_pv(w), in, accumulate ? 1.0f : 0.0f, dx, in);
+  else if (w->value.dtype == MF_BF16)
+    mfk_gemm_f32_bf16(pool, 0, 0, rows, in, out, 1.0f, dy, out, w->value.data, in, beta, dx, in);
+  else mfk_gemm(pool, 0, 0, rows, in, out, 1.0f, dy, out, mf_pv(w), in, beta, dx, in);
   /* A frozen parameter has no gradient, and its product is skipped. */
   if (mf_pg(w)) mfk_gemm(pool, 1, 0, out, in, rows, 1.0f, dy, out, x, in, 1.0f, mf_pg(w), in);
   if (b && mf_pg(b)) mfk_bias_bwd(pool, mf_pg(b), dy, rows, out);
@@ -491,10 +500,10 @@ static void layer_backward(mf_model *m, int l) {
 int mf_model_backward(mf_model *m) {
   if (!m->loss_ready) return mf_fail("backward: no loss to differentiate (call loss first, once per backward)");
   for (int i = 0; i < m->nparams; i++)
-    if (m->params[i].quant && !m->params[i].frozen)
-      return mf_fail("backward: '%s' runs on quantized weights and is trainable; add LoRA adapters "
-                     "(they freeze the base) or load the model with keep_quantized off to train",
-                     m->params[i].name);
+    if ((m->params[i].quant || !mf_param_holds_f32(&m->params[i])) && !m->params[i].frozen)
+      return mf_fail("backward: '%s' runs on %s%s weights and is trainable; add LoRA adapters "
+                     "(they freeze the base) or set the base precision to f32 to train it",
+                     m->params[i].name, m->params[i].quant ? "quantized " : "", mf_param_storage(&m->params[i]));
   if (m->lora && m->lora->merged)
     return mf_fail("backward: the LoRA adapters are merged into the base; unmerge them to train");
   if (mf_model_ensure_grads(m)) return -1;

@@ -6,6 +6,8 @@
  *
  * Parameters live in one f32 block, gradients in a second one allocated on
  * first use; each parameter carries its HF name and tensor views of both.
+ * The layers' linear weights may be held in bf16 or in ggml blocks instead
+ * (model_precision.c).
  * A layer is attention (in model.c) plus an FFN reached only through
  * mf_ffn_ops, so a mixture-of-experts FFN can replace the dense one without
  * touching attention, decoding or the optimizer.
@@ -23,11 +25,12 @@ typedef enum mf_init { MF_INIT_NORMAL, MF_INIT_ONES, MF_INIT_ZEROS } mf_init;
 
 typedef struct mf_param {
   char name[MF_PARAM_NAME_MAX];
-  mf_tensor value;  /* views mf_model.values */
+  mf_tensor value;  /* views mf_model.values (F32) or mf_model.packed (BF16); data is NULL when
+                       the weight is held in blocks alone */
   mf_tensor grad;   /* views mf_model.grads; data is NULL until gradients exist and when frozen */
   int64_t offset;   /* in floats, into the block holding the value */
   mf_init init;     /* for mf_model_new */
-  const void *quant; /* a weight kept in ggml blocks (model_gguf.c), or NULL */
+  const void *quant; /* a weight kept in ggml blocks, packed by mfk_qpack, or NULL */
   int quant_type;    /* their mfk_qtype */
   int frozen;        /* no gradient: backward skips this parameter's products */
   struct mf_lora *lora; /* the adapter added to this linear weight's output, or NULL */
@@ -148,7 +151,7 @@ struct mf_model {
   mf_train_arena arena;
   int loss_ready;         /* the arena holds dlogits for backward */
   int64_t backward_steps; /* completed backward passes, for messages */
-  void *quant_data;       /* the blocks of quantized parameters, or NULL */
+  void *packed;           /* bf16 values and ggml blocks of parameters, or NULL */
   int64_t ngrads;         /* floats in grads: the trainable parameters' */
   struct mf_lora_set *lora; /* LoRA adapters (lora.c), or NULL */
   int training;           /* adapter dropout applies (mf_model_set_train) */
@@ -199,6 +202,22 @@ mf_param *mf_model_at(const mf_model *m, int i);
  * uninitialised. */
 mf_model *mf_model_alloc(const mf_model_config *cfg);
 mf_param *mf_model_find(const mf_model *m, const char *name);
+
+/* ---- weight storage (model_precision.c) ---- */
+/* Activation blocks of 32 that mf_qlinear_fwd keeps on its stack: a block
+ * weight's rows are at most 32 times this long. */
+#define MF_QROW_BLOCKS_MAX 4096
+/* 1 when p's values are held in f32: what the optimizer, merging and the
+ * embedding lookup need. */
+static inline int mf_param_holds_f32(const mf_param *p) { return p->value.dtype == MF_F32 && p->value.data; }
+/* The form a linear layer computes with: "f32", "bf16", "q8_0", "q4_0" or "q4_1". */
+const char *mf_param_storage(const mf_param *p);
+/* p's values in f32: its own, or decoded into a new buffer left in *owned
+ * (free it; NULL when p holds f32). NULL on failure. */
+const float *mf_param_f32(const mf_param *p, float **owned);
+/* Every parameter in f32 alone (merging needs it): bf16 and block-held
+ * weights are decoded, blocks kept beside f32 values are dropped. */
+int mf_model_expand(mf_model *m);
 
 /* ---- LoRA (lora.c) ----
  * An adapter adds scale * dropout(x) A^T B^T to a linear weight's output,

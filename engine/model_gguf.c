@@ -158,8 +158,6 @@ typedef struct source {
 
 static int quantizable(int type) { return type == MFK_Q8_0 || type == MFK_Q4_0 || type == MFK_Q4_1; }
 
-enum { MAX_ROW_BLOCKS = 4096 };  /* activation blocks mf_qlinear_fwd keeps on its stack */
-
 /* Finds p's tensor and checks its shape against the parameter's. */
 static int find_source(const mf_gguf *g, const char *path, const mf_param *p, source *s) {
   char name[MF_PARAM_NAME_MAX];
@@ -209,7 +207,7 @@ static size_t packed_bytes(const mf_param *p, const source *s) {
 }
 
 static int keeps_blocks(const mf_param *p, const source *s) {
-  return p->value.ndim == 2 && quantizable(s->type) && p->value.shape[1] / MFK_QBLOCK <= MAX_ROW_BLOCKS;
+  return p->value.ndim == 2 && quantizable(s->type) && p->value.shape[1] / MFK_QBLOCK <= MF_QROW_BLOCKS_MAX;
 }
 
 static int load_params(mf_model *m, const mf_gguf *g, const char *path, int keep_quantized) {
@@ -222,8 +220,8 @@ static int load_params(mf_model *m, const mf_gguf *g, const char *path, int keep
     if (rc == 0 && keep_quantized && keeps_blocks(&m->params[i], &src[i]))
       quant_bytes += packed_bytes(&m->params[i], &src[i]);
   }
-  if (rc == 0 && quant_bytes && !(m->quant_data = malloc(quant_bytes))) rc = mf_fail("%s: out of memory", path);
-  unsigned char *next = m->quant_data;
+  if (rc == 0 && quant_bytes && !(m->packed = malloc(quant_bytes))) rc = mf_fail("%s: out of memory", path);
+  unsigned char *next = m->packed;
   for (int i = 0; rc == 0 && i < m->nparams; i++) {
     mf_param *p = &m->params[i];
     unsigned char *quant = next && keeps_blocks(p, &src[i]) ? next : NULL;
@@ -262,13 +260,17 @@ mf_model *mf_model_load_gguf(const char *path, int keep_quantized) {
   return m;
 }
 
-int mf_model_is_quantized(const mf_model *m) { return m->quant_data != NULL; }
+int mf_model_is_quantized(const mf_model *m) {
+  for (int i = 0; i < m->nparams; i++)
+    if (m->params[i].quant) return 1;
+  return 0;
+}
 
 void mf_qlinear_fwd(mfk_pool *pool, int n, const mf_param *const *w, float *const *y, int accumulate,
                     const float *x, int64_t rows) {
-  mfk_block_q8_act act[MAX_ROW_BLOCKS];
+  mfk_block_q8_act act[MF_QROW_BLOCKS_MAX];
   mfk_qweight q[MF_LINEARS_MAX];
-  int64_t in = w[0]->value.shape[1], chunk = MAX_ROW_BLOCKS / (in / MFK_QBLOCK);
+  int64_t in = w[0]->value.shape[1], chunk = MF_QROW_BLOCKS_MAX / (in / MFK_QBLOCK);
   for (int64_t r = 0; r < rows; r += chunk) {
     for (int k = 0; k < n; k++) {
       int64_t out = w[k]->value.shape[0];
@@ -294,7 +296,14 @@ static int set_f32(mf_gguf_writer *w, const char *arch, const char *suffix, doub
 
 /* llama.cpp's general.file_type for a model written as `type`. */
 static int file_type(int type) {
-  return type == MF_GGML_F32 ? 0 : type == MF_GGML_F16 ? 1 : type == MF_GGML_Q8_0 ? 7 : 32;
+  switch (type) {
+  case MF_GGML_F32: return 0;
+  case MF_GGML_F16: return 1;
+  case MF_GGML_Q4_0: return 2;
+  case MF_GGML_Q4_1: return 3;
+  case MF_GGML_Q8_0: return 7;
+  default: return 32; /* BF16 */
+  }
 }
 
 static int write_config(mf_gguf_writer *w, const mf_model_config *c, int type) {
@@ -333,11 +342,15 @@ static int write_tokenizer(mf_gguf_writer *w, const mf_model_config *c, const mf
 static int encode_param(const mf_model *m, const mf_param *p, int type, unsigned char *out, size_t row_bytes) {
   int64_t rows = p->value.ndim == 2 ? p->value.shape[0] : 1, cols = p->value.shape[p->value.ndim - 1];
   int perm = permuted(&m->cfg, p->name);
-  for (int64_t r = 0; r < rows; r++) {
+  float *owned;
+  const float *x = mf_param_f32(p, &owned);
+  int rc = x ? 0 : -1;
+  for (int64_t r = 0; rc == 0 && r < rows; r++) {
     int64_t to = perm ? gguf_row(r, m->cfg.head_dim) : r;
-    if (mf_ggml_encode(type, mf_pv(p) + r * cols, out + to * row_bytes, cols)) return -1;
+    rc = mf_ggml_encode(type, x + r * cols, out + to * row_bytes, cols);
   }
-  return 0;
+  free(owned);
+  return rc;
 }
 
 static int param_type(const mf_param *p, int type) {
@@ -372,8 +385,10 @@ static int write_tensors(mf_gguf_writer *w, const mf_model *m, int type, unsigne
 }
 
 int mf_model_save_gguf(const mf_model *m, const char *path, int type, const mf_gguf *tokenizer_from) {
-  if (type != MF_GGML_F32 && type != MF_GGML_F16 && type != MF_GGML_BF16 && type != MF_GGML_Q8_0)
-    return mf_fail("%s: cannot save as ggml %s (F32, F16, BF16 and Q8_0 can be written)", path, mf_ggml_type_name(type));
+  if (type != MF_GGML_F32 && type != MF_GGML_F16 && type != MF_GGML_BF16 && type != MF_GGML_Q8_0 &&
+      type != MF_GGML_Q4_0 && type != MF_GGML_Q4_1)
+    return mf_fail("%s: cannot save as ggml %s (F32, F16, BF16, Q8_0, Q4_0 and Q4_1 can be written)", path,
+                   mf_ggml_type_name(type));
   mf_gguf_writer *w = mf_gguf_writer_new();
   unsigned char *buffer = NULL;
   if (!w) return -1;

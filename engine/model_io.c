@@ -145,15 +145,26 @@ int mf_model_save(const mf_model *m, const char *dir) {
   mf_free(json);
   if (rc) return -1;
 
+  /* Weights held in blocks alone are written as their decoded f32 values. */
   const char **names = malloc((size_t)m->nparams * sizeof *names);
   const mf_tensor **tensors = malloc((size_t)m->nparams * sizeof *tensors);
-  if (!names || !tensors) rc = mf_fail("%s: out of memory", dir);
+  mf_tensor *decoded = calloc((size_t)m->nparams, sizeof *decoded);
+  if (!names || !tensors || !decoded) rc = mf_fail("%s: out of memory", dir);
   for (int i = 0; rc == 0 && i < m->nparams; i++) {
-    names[i] = m->params[i].name;
-    tensors[i] = &m->params[i].value;
+    const mf_param *p = &m->params[i];
+    names[i] = p->name;
+    tensors[i] = &p->value;
+    if (p->value.data) continue;
+    float *owned;
+    decoded[i] = p->value;
+    rc = mf_param_f32(p, &owned) ? 0 : -1;
+    decoded[i].data = owned;
+    tensors[i] = &decoded[i];
   }
   snprintf(file, sizeof file, "%s/model.safetensors", dir);
   if (rc == 0) rc = mf_st_save(file, m->nparams, names, tensors, "{\"format\":\"pt\"}");
+  for (int i = 0; decoded && i < m->nparams; i++) free(decoded[i].data);
+  free(decoded);
   free(names);
   free(tensors);
   return rc;

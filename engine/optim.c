@@ -62,6 +62,15 @@ static int select_params(mf_model *m, const char *const *names, int nnames, slot
   return nnames;
 }
 
+/* AdamW updates f32 values in place. */
+static int check_f32(const mf_optim *o) {
+  for (int i = 0; i < o->nslots; i++)
+    if (!mf_param_holds_f32(o->slots[i].param))
+      return mf_fail("adamw: parameter '%s' is held in %s; set the base precision to f32 to train it",
+                     o->slots[i].param->name, mf_param_storage(o->slots[i].param));
+  return 0;
+}
+
 mf_optim *mf_optim_adamw(mf_model *m, const char *const *names, int nnames, const mf_adamw_opts *opts) {
   static const mf_adamw_opts defaults = {1e-3, 0.9, 0.999, 1e-8, 0.01};
   if (!opts) opts = &defaults;
@@ -74,7 +83,7 @@ mf_optim *mf_optim_adamw(mf_model *m, const char *const *names, int nnames, cons
   }
   o->model = m;
   o->opts = *opts;
-  if ((o->nslots = select_params(m, names, nnames, o->slots)) < 0) {
+  if ((o->nslots = select_params(m, names, nnames, o->slots)) < 0 || check_f32(o)) {
     mf_optim_free(o);
     return NULL;
   }

@@ -1,7 +1,7 @@
 /*
  * ggml's block formats: sizes of every type llama.cpp defines up to BF16,
  * decoding of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K, and encoding
- * of F32, F16, BF16 and Q8_0 (see quant.h for the contract).
+ * of F32, F16, BF16, Q8_0, Q4_0 and Q4_1 (see quant.h for the contract).
  *
  * The K-quants hold 256 weights in a super-block:
  *   Q4_K {f16 d, dmin; u8 scales[12]; u8 qs[128]}: eight groups of 32, each
@@ -16,6 +16,7 @@
 #include "internal.h"
 #include "moonforge.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -158,16 +159,53 @@ int mf_ggml_decode(int type, const void *src, float *dst, int64_t n) {
 
 /* ---- encoding ---- */
 
+/* Q4_0: the scale maps the block's value of largest magnitude to -8, so
+ * both signs keep their full range on the side that needs it. */
+static void encode_q4_0(const float *x, mfk_block_q4_0 *b) {
+  float extreme = 0.0f;
+  for (int j = 0; j < 32; j++)
+    if (fabsf(x[j]) > fabsf(extreme)) extreme = x[j];
+  float d = extreme / -8.0f, inv = d != 0.0f ? 1.0f / d : 0.0f;
+  b->d = mf_f32_to_f16(d);
+  for (int j = 0; j < 16; j++) {
+    int lo = (int)(int8_t)(x[j] * inv + 8.5f), hi = (int)(int8_t)(x[j + 16] * inv + 8.5f);
+    b->qs[j] = (uint8_t)((lo < 15 ? lo : 15) | (hi < 15 ? hi : 15) << 4);
+  }
+}
+
+/* Q4_1: sixteen steps from the block's minimum to its maximum. */
+static void encode_q4_1(const float *x, mfk_block_q4_1 *b) {
+  float lo = x[0], hi = x[0];
+  for (int j = 1; j < 32; j++) {
+    lo = x[j] < lo ? x[j] : lo;
+    hi = x[j] > hi ? x[j] : hi;
+  }
+  float d = (hi - lo) / 15.0f, inv = d != 0.0f ? 1.0f / d : 0.0f;
+  b->d = mf_f32_to_f16(d);
+  b->m = mf_f32_to_f16(lo);
+  for (int j = 0; j < 16; j++) {
+    int q0 = (int)(int8_t)((x[j] - lo) * inv + 0.5f), q1 = (int)(int8_t)((x[j + 16] - lo) * inv + 0.5f);
+    b->qs[j] = (uint8_t)((q0 < 15 ? q0 : 15) | (q1 < 15 ? q1 : 15) << 4);
+  }
+}
+
 int mf_ggml_encode(int type, const float *src, void *dst, int64_t n) {
   uint16_t *h = dst;
   mfk_block_q8_0 *b = dst;
+  const mf_ggml_type *t = mf_ggml_type_info(type);
+  if (t && n % t->block) return mf_fail("%lld values are not whole %s blocks", (long long)n, t->name);
   switch (type) {
   case MF_GGML_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return 0;
   case MF_GGML_F16: for (int64_t i = 0; i < n; i++) h[i] = mf_f32_to_f16(src[i]); return 0;
   case MF_GGML_BF16: for (int64_t i = 0; i < n; i++) h[i] = mf_f32_to_bf16(src[i]); return 0;
   case MF_GGML_Q8_0:
-    if (n % 32) return mf_fail("%lld values are not whole Q8_0 blocks", (long long)n);
     for (int64_t i = 0; i < n / 32; i++) b[i].d = mf_f32_to_f16(mfk_quantize_q8(src + 32 * i, b[i].qs));
+    return 0;
+  case MF_GGML_Q4_0:
+    for (int64_t i = 0; i < n / 32; i++) encode_q4_0(src + 32 * i, (mfk_block_q4_0 *)dst + i);
+    return 0;
+  case MF_GGML_Q4_1:
+    for (int64_t i = 0; i < n / 32; i++) encode_q4_1(src + 32 * i, (mfk_block_q4_1 *)dst + i);
     return 0;
   }
   return mf_fail("ggml type %s cannot be written", mf_ggml_type_name(type));

@@ -5,8 +5,11 @@
  *
  * Decoding follows llama.cpp's reference dequantize_row_* bit for bit
  * (same operations in the same order, no fused multiply-add); encoding
- * covers what moonforge writes: F32, F16, BF16 and Q8_0 (as llama.cpp's
- * quantize_row_q8_0_ref: scale amax/127 stored as f16, values roundf(x/scale)).
+ * covers what moonforge writes: F32, F16, BF16, Q8_0 (as llama.cpp's
+ * quantize_row_q8_0_ref: scale amax/127 stored as f16, values roundf(x/scale)),
+ * and Q4_0 and Q4_1 as its quantize_row_q4_0_ref and _q4_1_ref (Q4_0: scale
+ * -max/8 from the value of largest magnitude; Q4_1: scale (max-min)/15 and
+ * min; values truncated after adding 8.5, resp. 0.5, capped at 15).
  */
 #ifndef MF_QUANT_H
 #define MF_QUANT_H

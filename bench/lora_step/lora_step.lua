@@ -1,7 +1,7 @@
 -- One side of bench/lora_step: LoRA fine-tuning steps (forward, backward,
--- AdamW on the adapters) of a GGUF model dequantized to f32, on random
--- tokens whose first half is a masked prompt. Run by run.sh through
--- `moonforge exec`; prints "key value" lines.
+-- AdamW on the adapters) of a GGUF model dequantized to f32 and held in the
+-- precision `base`, on random tokens whose first half is a masked prompt.
+-- Run by run.sh through `moonforge exec`; prints "key value" lines.
 local mf = require "moonforge"
 local host = require "moonforge.host"
 
@@ -14,6 +14,7 @@ local seq, batch, steps = tonumber(opt.seq), tonumber(opt.batch), tonumber(opt.s
 
 local model = mf.model.load(opt.model, { keep_quantized = false })
 model:add_lora { r = 8, alpha = 16, dropout = 0.05, targets = "all-linear", seed = 1 }
+model:set_base_precision(opt.base or "f32")
 local adamw = mf.optim.adamw(model, { lr = 1e-4, params = model:trainable_params() })
 local vocab = model:config().vocab_size
 

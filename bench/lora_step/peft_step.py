@@ -1,7 +1,8 @@
 """The PyTorch side of bench/lora_step: LoRA fine-tuning steps with
 transformers + PEFT on the same GGUF model (transformers dequantizes it to
-f32), the same adapters (r 8, alpha 16, dropout 0.05, all linear layers),
-the same batch and AdamW on the adapters. Prints "key value" lines.
+f32, or to bf16 with --dtype bf16; PEFT keeps the adapters in f32), the
+same adapters (r 8, alpha 16, dropout 0.05, all linear layers), the same
+batch and AdamW on the adapters. Prints "key value" lines.
 
 Requires: pip install torch transformers peft gguf
 """
@@ -22,11 +23,12 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     base = AutoModelForCausalLM.from_pretrained(os.path.dirname(a.model), gguf_file=os.path.basename(a.model),
-                                                dtype=torch.float32)
+                                                dtype=torch.bfloat16 if a.dtype == "bf16" else torch.float32)
     model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
                                             bias="none", task_type="CAUSAL_LM"))
     model.train()

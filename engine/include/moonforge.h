@@ -311,6 +311,21 @@ int mf_model_save_gguf(const mf_model *m, const char *path, int type, const mf_g
 /* 1 when the model runs on quantized weights. */
 int mf_model_is_quantized(const mf_model *m);
 
+/* The precision of the base: the form the layers' linear weights are held
+ * and multiplied in, "bf16", "q8_0", "q4_0" or "q4_1" (llama.cpp's blocks,
+ * quantized from the current values as llama.cpp's reference quantizers
+ * do); the embeddings, LM head and norms keep theirs. Their previous form is
+ * freed: a bf16 base takes half the memory of an f32 one. Backward goes
+ * through them to the adapters, but they cannot be trained themselves.
+ * "f32" turns every weight, embeddings included, into trainable f32 values
+ * (decoding blocks and dropping those a GGUF model kept beside them).
+ * mf_model_base_precision says "mixed" when the weights differ (a GGUF file
+ * can mix types). mf_model_weight_bytes counts the bytes held for every
+ * parameter's values. */
+int mf_model_set_base_precision(mf_model *m, const char *precision);
+const char *mf_model_base_precision(const mf_model *m);
+int64_t mf_model_weight_bytes(const mf_model *m);
+
 /* ---- tokenizers ----
  * BPE tokenizers: byte-level (GPT-2, Llama 3, Qwen, SmolLM) and
  * SentencePiece-style with byte fallback (Llama 2, Mistral), as HF
@@ -454,8 +469,8 @@ int mf_model_is_trainable(const mf_model *m, const char *name);
 /* Training mode: whether adapter dropout applies. */
 void mf_model_set_train(mf_model *m, int on);
 /* W += scale B A (the adapter path is then off); unmerge subtracts it again,
- * which restores W up to float rounding. A model on quantized weights
- * becomes f32 when merged. */
+ * which restores W up to float rounding. A base held in bf16 or in
+ * quantized blocks becomes f32 when merged. */
 int mf_model_merge_lora(mf_model *m);
 int mf_model_unmerge_lora(mf_model *m);
 /* PEFT's adapter_model.safetensors + adapter_config.json in dir

@@ -38,6 +38,7 @@ T.test("bad options are refused before training", function()
   refused({ schedule = "step" }, "schedule must be cosine, linear or constant")
   refused({ lora = { r = 0 } }, "lora.r must be a positive integer")
   refused({ lora = { rank = 4 } }, "lora: unknown setting 'rank'")
+  refused({ lora = { base_precision = "fp8" } }, "lora.base_precision must be f32, bf16, q8_0, q4_0 or q4_1, got fp8")
   refused({ batch_size = 0 }, "batch_size must be an integer >= 1")
   refused({ epochs = 3 }, "unknown option 'epochs'")
   refused({ model = F.model(1, 16), tokenizer = F.tokenizer .. ".absent" }, "absent")
@@ -71,9 +72,10 @@ T.test("an adapter made for another base is refused", function()
 end)
 
 -- Two runs from the same options give the same bits; the loss falls.
-for _, mode in ipairs({ "full", "lora" }) do
+local MODES = { full = { lora = false }, lora = {}, ["lora on a bf16 base"] = { lora = { base_precision = "bf16" } } }
+for _, mode in ipairs({ "full", "lora", "lora on a bf16 base" }) do
   T.test(mode .. " fine-tuning learns and repeats bit for bit", function()
-    local extra = mode == "full" and { lora = false } or {}
+    local extra = MODES[mode]
     extra.checkpoint_dir = dir .. "/same-a-" .. mode
     local a = mf.finetune(F.options(dir, extra))
     extra.checkpoint_dir = dir .. "/same-b-" .. mode

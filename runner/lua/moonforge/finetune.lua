@@ -8,7 +8,8 @@
 --     task_type = "CHAT_COMPLETION",      -- or INSTRUCTION_FINETUNE, CONTINUED_PRETRAIN
 --     training_duration = "3ep",          -- epochs ("0.5ep") or tokens ("200000tok")
 --     learning_rate = 1e-3, context_length = 256,
---     lora = { r = 8, alpha = 16, dropout = 0.05, targets = "all-linear" },  -- false: full fine-tuning
+--     lora = { r = 8, alpha = 16, dropout = 0.05, targets = "all-linear",   -- false: full fine-tuning
+--              base_precision = "f32" },  -- or "bf16", "q8_0", "q4_0", "q4_1": the frozen base's form
 --     ctx = ctx, register_to = "tickets",
 --   }
 --   run.model, run.tokenizer, run.adapter_path (LoRA: a PEFT folder) or
@@ -62,7 +63,8 @@ local DEFAULTS = {
   grad_accum = 1, warmup = 0.1, schedule = "cosine", max_grad_norm = 1.0, weight_decay = 0,
   eval_every = 0, checkpoint_every = 50, resume = true,
 }
-local LORA_DEFAULTS = { r = 8, alpha = 16, dropout = 0.05, targets = "all-linear" }
+local LORA_DEFAULTS = { r = 8, alpha = 16, dropout = 0.05, targets = "all-linear", base_precision = "f32" }
+local BASE_PRECISIONS = { f32 = true, bf16 = true, q8_0 = true, q4_0 = true, q4_1 = true }
 -- Learning rates that suit each kind of run when none is given.
 local DEFAULT_LR = { lora = 2e-4, full = 2e-5 }
 local OPTIONS = { "model", "tokenizer", "train_data", "eval_data", "task_type", "training_duration",
@@ -104,7 +106,9 @@ local function check_lora(lora)
   local out = {}
   for k, v in pairs(LORA_DEFAULTS) do out[k] = v end
   for k, v in pairs(lora or {}) do
-    if LORA_DEFAULTS[k] == nil then fail("lora: unknown setting '" .. tostring(k) .. "' (r, alpha, dropout, targets)") end
+    if LORA_DEFAULTS[k] == nil then
+      fail("lora: unknown setting '" .. tostring(k) .. "' (r, alpha, dropout, targets, base_precision)")
+    end
     out[k] = v
   end
   if not (is_finite(out.r) and out.r >= 1 and out.r % 1 == 0) then fail("lora.r must be a positive integer") end
@@ -114,6 +118,9 @@ local function check_lora(lora)
   end
   if out.targets ~= "all-linear" and type(out.targets) ~= "table" then
     fail("lora.targets must be \"all-linear\" or a list of module names")
+  end
+  if not BASE_PRECISIONS[out.base_precision] then
+    fail("lora.base_precision must be f32, bf16, q8_0, q4_0 or q4_1, got " .. tostring(out.base_precision))
   end
   return out
 end
@@ -240,6 +247,7 @@ local function attach(o, model)
     local l = o.lora
     model:add_lora{ r = l.r, alpha = l.alpha, dropout = l.dropout, targets = l.targets, seed = o.seed }
   end
+  if o.lora.base_precision ~= "f32" then model:set_base_precision(o.lora.base_precision) end
   return model:trainable_params()
 end
 
@@ -518,7 +526,8 @@ local function finetune(_, opts)
   local o = resolve(opts)
   local run = prepare(o)
   print(string.format("finetune: %d steps of %d x %d rows of up to %d tokens, %s, %d trainable tensors", #run.plan.steps,
-    o.batch_size, o.grad_accum, o.context_length, o.lora and ("LoRA r=" .. o.lora.r) or "full fine-tuning",
+    o.batch_size, o.grad_accum, o.context_length,
+    o.lora and string.format("LoRA r=%d on a %s base", o.lora.r, o.lora.base_precision) or "full fine-tuning",
     #run.trainable))
   resume(run)
   set_train(run.model, true)

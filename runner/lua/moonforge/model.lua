@@ -132,15 +132,25 @@ function Model:config()
   return json.decode(s)
 end
 
-local gguf_types = { f32 = 0, f16 = 1, q8_0 = 8, bf16 = 30 }
+-- model:set_base_precision("bf16" | "q8_0" | "q4_0" | "q4_1" | "f32") holds
+-- the layers' linear weights in that form (frees the previous one); they can
+-- then be adapted with LoRA but not trained themselves.
+function Model:set_base_precision(precision) check(C.mf_model_set_base_precision(self.ptr, precision), 2) end
+function Model:base_precision() return ffi.string(C.mf_model_base_precision(self.ptr)) end
+-- Bytes held for the parameters' values, in every form.
+function Model:weight_bytes() return tonumber(C.mf_model_weight_bytes(self.ptr)) end
+
+local gguf_types = { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, bf16 = 30 }
 
 -- model:save(path, {format = "gguf", dtype = "f16", tokenizer_from = "x.gguf"}):
--- one GGUF file (dtype f32, f16, bf16 or q8_0; default f16), with the
--- tokenizer.* entries of tokenizer_from when given.
+-- one GGUF file (dtype f32, f16, bf16, q8_0, q4_0 or q4_1; default f16), with
+-- the tokenizer.* entries of tokenizer_from when given.
 local function save_gguf(self, path, opts)
   local dtype = opts.dtype or "f16"
   local t = gguf_types[dtype]
-  if not t then error("save: unsupported GGUF dtype '" .. tostring(dtype) .. "' (f32, f16, bf16, q8_0)", 3) end
+  if not t then
+    error("save: unsupported GGUF dtype '" .. tostring(dtype) .. "' (f32, f16, bf16, q8_0, q4_0, q4_1)", 3)
+  end
   local src = opts.tokenizer_from and ffi.gc(check_ptr(C.mf_gguf_open(opts.tokenizer_from), 3), C.mf_gguf_close)
   check(C.mf_model_save_gguf(self.ptr, path, t, src), 3)
 end
