@@ -218,6 +218,11 @@ const float *mf_param_f32(const mf_param *p, float **owned);
 /* Every parameter in f32 alone (merging needs it): bf16 and block-held
  * weights are decoded, blocks kept beside f32 values are dropped. */
 int mf_model_expand(mf_model *m);
+/* Frees the f32 room of parameters left without values (value.data NULL:
+ * a loader that kept only their blocks). */
+int mf_model_shrink(mf_model *m);
+/* 1 for the layers' linear weights: what a base precision applies to. */
+int mf_is_base_weight(const mf_param *p);
 
 /* ---- LoRA (lora.c) ----
  * An adapter adds scale * dropout(x) A^T B^T to a linear weight's output,

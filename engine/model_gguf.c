@@ -179,15 +179,17 @@ static int find_source(const mf_gguf *g, const char *path, const mf_param *p, so
   return 0;
 }
 
-/* Decodes p's values, and keeps its blocks at quant, packed, when given. */
+/* Keeps p's blocks at quant, packed, when given, and decodes its values
+ * unless it is a layer weight kept in blocks (those need no f32 copy). */
 static int load_param(const mf_model *m, mf_param *p, const source *s, unsigned char *quant) {
   int64_t rows = p->value.ndim == 2 ? p->value.shape[0] : 1, cols = p->value.shape[p->value.ndim - 1];
   int perm = permuted(&m->cfg, p->name);
   unsigned char *blocks = quant ? malloc(s->row_bytes * (size_t)rows) : NULL;  /* rows in HF order */
   if (quant && !blocks) return mf_fail("%s: out of memory for %s", s->path, p->name);
+  if (quant && mf_is_base_weight(p)) p->value.data = NULL;
   for (int64_t r = 0; r < rows; r++) {
     int64_t from = perm ? gguf_row(r, m->cfg.head_dim) : r;
-    if (mf_ggml_decode(s->type, s->data + from * s->row_bytes, mf_pv(p) + r * cols, cols)) {
+    if (p->value.data && mf_ggml_decode(s->type, s->data + from * s->row_bytes, mf_pv(p) + r * cols, cols)) {
       free(blocks);
       return mf_fail("%s: tensor for %s: %s", s->path, p->name, mf_errmsg());
     }
@@ -252,7 +254,8 @@ mf_model *mf_model_load_gguf(const char *path, int keep_quantized) {
   if (!g) return NULL;
   mf_model_config cfg;
   mf_model *m = read_config(g, path, &cfg) ? NULL : mf_model_alloc(&cfg);
-  if (m && (load_params(m, g, path, keep_quantized) || check_extra(m, g, path))) {
+  if (m && (load_params(m, g, path, keep_quantized) || check_extra(m, g, path) ||
+            (keep_quantized && mf_model_shrink(m)))) {
     mf_model_free(m);
     m = NULL;
   }

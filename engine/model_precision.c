@@ -52,6 +52,10 @@ static size_t packed_bytes(const mf_param *p, int form) {
   return mfk_qpack_bytes((mfk_qtype)form, rows_of(p), cols_of(p));
 }
 
+int mf_is_base_weight(const mf_param *p) {
+  return p->value.ndim == 2 && !strncmp(p->name, "model.layers.", 13);
+}
+
 const char *mf_param_storage(const mf_param *p) {
   int form = packed_form(p);
   for (int i = 0; form != KEEP && i < NPRECISIONS; i++)
@@ -121,11 +125,15 @@ static int relayout(mf_model *m, const int *want) {
     nvalues += t.f32 ? mf_tensor_numel(&m->params[i].value) : 0;
     npacked += packed_bytes(&m->params[i], t.form);
   }
+  /* The packed block is kept when no parameter's packed form changes. */
+  int same_packed = 1;
+  for (int i = 0; i < m->nparams; i++)
+    same_packed = same_packed && target_of(&m->params[i], want[i]).form == packed_form(&m->params[i]);
   float *values = malloc((size_t)(nvalues > 0 ? nvalues : 1) * sizeof(float));
-  unsigned char *packed = npacked ? malloc(npacked) : NULL;
+  unsigned char *packed = same_packed ? m->packed : npacked ? malloc(npacked) : NULL;
   if (!values || (npacked && !packed)) {
     free(values);
-    free(packed);
+    if (!same_packed) free(packed);
     return mf_fail("model: out of memory for %lld values and %zu packed bytes", (long long)nvalues, npacked);
   }
   /* Fill the new blocks from the old forms, then switch every parameter. */
@@ -136,12 +144,12 @@ static int relayout(mf_model *m, const int *want) {
     target t = target_of(p, want[i]);
     float *owned = NULL;
     const float *x = t.f32 ? mf_param_f32(p, &owned) : NULL;
-    int rc = (t.f32 && !x) || (t.form != KEEP && pack_into(p, t.form, next_packed)) ? -1 : 0;
+    int rc = (t.f32 && !x) || (!same_packed && t.form != KEEP && pack_into(p, t.form, next_packed)) ? -1 : 0;
     if (x) memcpy(next_value, x, (size_t)mf_tensor_numel(&p->value) * sizeof(float));
     free(owned);
     if (rc) {
       free(values);
-      free(packed);
+      if (!same_packed) free(packed);
       return -1;
     }
     next_value += t.f32 ? mf_tensor_numel(&p->value) : 0;
@@ -161,7 +169,7 @@ static int relayout(mf_model *m, const int *want) {
     next_packed += packed_bytes(p, t.form);
   }
   free(m->values);
-  free(m->packed);
+  if (!same_packed) free(m->packed);
   m->values = values;
   m->packed = packed;
   return 0;
@@ -174,10 +182,6 @@ static int precision_form(const char *name) {
   return KEEP;
 }
 
-/* The layers' linear weights: what set_base_precision changes. */
-static int is_base_weight(const mf_param *p) {
-  return p->value.ndim == 2 && !strncmp(p->name, "model.layers.", 13);
-}
 
 static int check_blocks(const mf_param *p, int form) {
   if (form == MF_GGML_F32 || form == MF_GGML_BF16) return 0;
@@ -200,10 +204,19 @@ int mf_model_set_base_precision(mf_model *m, const char *precision) {
   if (!want) return mf_fail("set_base_precision: out of memory");
   int rc = 0;
   for (int i = 0; rc == 0 && i < m->nparams; i++) {
-    want[i] = is_base_weight(&m->params[i]) ? form : KEEP;
+    want[i] = mf_is_base_weight(&m->params[i]) ? form : KEEP;
     if (want[i] != KEEP) rc = check_blocks(&m->params[i], form);
   }
   if (rc == 0) rc = relayout(m, want);
+  free(want);
+  return rc;
+}
+
+int mf_model_shrink(mf_model *m) {
+  int *want = malloc((size_t)m->nparams * sizeof *want);
+  if (!want) return mf_fail("model: out of memory");
+  for (int i = 0; i < m->nparams; i++) want[i] = KEEP;
+  int rc = relayout(m, want);
   free(want);
   return rc;
 }
@@ -212,7 +225,7 @@ const char *mf_model_base_precision(const mf_model *m) {
   const char *seen = NULL;
   for (int i = 0; i < m->nparams; i++) {
     const mf_param *p = &m->params[i];
-    if (!is_base_weight(p)) continue;
+    if (!mf_is_base_weight(p)) continue;
     const char *s = mf_param_storage(p);
     if (seen && strcmp(seen, s)) return "mixed";
     seen = s;

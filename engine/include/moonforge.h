@@ -301,8 +301,9 @@ int mf_gguf_write(mf_gguf_writer *w, const char *path);
 /* Models in GGUF files (architectures llama and qwen2, llama.cpp's tensor
  * names and keys). keep_quantized != 0 keeps Q8_0, Q4_0 and Q4_1 linear
  * weights in their blocks and runs the matmuls on them (inference only:
- * backward is refused); every parameter also holds its f32 values, so it
- * can be read and saved. mf_model_load(path) of a *.gguf file is
+ * backward is refused); the layers' weights are then held in blocks alone
+ * (mf_model_param of one is an error; saving decodes them), the others also
+ * in f32. mf_model_load(path) of a *.gguf file is
  * mf_model_load_gguf(path, 1). Saving takes type F32, F16, BF16 or Q8_0
  * (norms and biases stay F32) and copies the tokenizer.* entries of
  * tokenizer_from when it is not NULL. */

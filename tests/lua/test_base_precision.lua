@@ -137,6 +137,25 @@ T.test("a base held in blocks saves its values and loads back", function()
   end
 end)
 
+T.test("a GGUF model on blocks holds its layer weights in blocks alone", function()
+  local dir = T.tmpdir("base-precision-gguf")
+  local m = mf.model.new(CFG)
+  local f32_bytes, elements = m:weight_bytes(), base_elements(m)
+  local other = 0  -- embeddings and LM head: blocks beside their f32 values
+  for _, name in ipairs(m:params()) do
+    local shape = tensor.shape(m:param(name))
+    if #shape == 2 and not name:find("^model%.layers%.") then other = other + tensor.numel(m:param(name)) end
+  end
+  m:save(dir .. "/m.gguf", { format = "gguf", dtype = "q8_0" })
+  local q = mf.model.load(dir .. "/m.gguf")
+  T.eq(q:base_precision(), "q8_0", "base precision")
+  T.eq(q:weight_bytes(), f32_bytes - elements * (4 - BYTES.q8_0) + other * BYTES.q8_0, "bytes held")
+  local f = mf.model.load(dir .. "/m.gguf", { keep_quantized = false })
+  q:set_base_precision("f32")
+  local a, n = logits(q)
+  T.eq(ffi.string(a, n * 4), ffi.string(logits(f), n * 4), "expanded blocks are the f32 load")
+end)
+
 T.test("bad use: unknown precision, training the base, reading blocks, odd widths", function()
   local m = mf.model.new(CFG)
   T.raises(function() m:set_base_precision("fp8") end, "unknown precision 'fp8' (f32, bf16, q8_0, q4_0, q4_1)")
