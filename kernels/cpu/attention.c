@@ -21,10 +21,14 @@
  * together, so results do not depend on the thread count.
  *
  * The backward pass recomputes probabilities from the saved log-sum-exp,
- * P = exp(scale q.k - lse), in two passes that never write the same memory:
- * one over query blocks for dq, one over key blocks (of a kv head, with all
- * its query heads) for dk and dv. With D = rowsum(dout * out):
+ * P = exp(scale q.k - lse). With D = rowsum(dout * out):
  *   dS = P (dout.v - D),  dq = scale dS k,  dk = scale dS^T q,  dv = P^T dout.
+ * A thread that owns a whole (sequence, kv head) makes each block of P and
+ * dS once and takes it into dq, dk and dv. With too few such pairs to go
+ * round the threads, two passes that never write the same memory make every
+ * block twice: one over query blocks for dq, one over key blocks (of a kv
+ * head, with all its query heads) for dk and dv. Both add in the same order
+ * and give the same bits.
  */
 #include "cpu/common.h"
 
@@ -40,6 +44,7 @@ enum {
   ACC_ROWS = 8,    /* output rows accumulated together */
   ACC_CHUNKS = 4,  /* column chunks of a lone output row accumulated together */
   ROWS_MAX = 6,    /* most queries per kv head scored from K's rows (measured) */
+  ONE_PASS_UNITS = 4, /* (sequence, kv head) pairs per thread for the one-pass backward */
 };
 
 typedef struct attn_job {
@@ -51,8 +56,13 @@ typedef struct attn_job {
   int from_rows;  /* scores from K's rows, no tiles: see row_dots */
 } attn_job;
 
+/* Where the row of query t, head h of sequence b starts in q, out, dq, dout. */
+static int64_t q_at(const attn_job *a, int64_t b, int64_t t, int64_t h) {
+  return ((b * a->Tq + t) * a->Hq + h) * a->hd;
+}
+
 static const float *q_row(const attn_job *a, const float *base, int64_t b, int64_t t, int64_t h) {
-  return base + ((b * a->Tq + t) * a->Hq + h) * a->hd;
+  return base + q_at(a, b, t, h);
 }
 
 static const float *kv_row(const attn_job *a, const float *base, int64_t b, int64_t t, int64_t g) {
@@ -177,43 +187,43 @@ static inline void masked_exp(float *p, float scale, float shift, int64_t visibl
 
 /* Columns [d0, d0 + chunks * COLS) of rows [r0, r0 + rows) of
  * accumulate_rows, with rows x chunks sums in registers. */
-MFK_INLINE void accumulate_tile(float *out, int64_t hd, int64_t r0, int rows, int64_t d0, int chunks,
+MFK_INLINE void accumulate_tile(float *out, int64_t ldo, int64_t r0, int rows, int64_t d0, int chunks,
                                 const float *w, int64_t ldw, const float *src, int64_t ld, int64_t nj) {
   v16 acc[ACC_ROWS * ACC_CHUNKS];
   for (int r = 0; r < rows; r++)
-    for (int c = 0; c < chunks; c++) acc[r * chunks + c] = V16(out + (r0 + r) * hd + d0 + c * COLS);
+    for (int c = 0; c < chunks; c++) acc[r * chunks + c] = V16(out + (r0 + r) * ldo + d0 + c * COLS);
   for (int64_t j = 0; j < nj; j++)
     for (int c = 0; c < chunks; c++) {
       v16 x = V16(src + j * ld + d0 + c * COLS);
       for (int r = 0; r < rows; r++) acc[r * chunks + c] += w[(r0 + r) * ldw + j] * x;
     }
   for (int r = 0; r < rows; r++)
-    for (int c = 0; c < chunks; c++) V16(out + (r0 + r) * hd + d0 + c * COLS) = acc[r * chunks + c];
+    for (int c = 0; c < chunks; c++) V16(out + (r0 + r) * ldo + d0 + c * COLS) = acc[r * chunks + c];
 }
 
 /* Rows [r0, r0 + rows) of accumulate_rows; rows is a constant at each call.
  * A lone row takes several column chunks at once: one chain of additions
  * would wait on each multiply-add in turn. */
-MFK_INLINE void accumulate_group(float *out, int64_t hd, int64_t r0, int rows, const float *w,
+MFK_INLINE void accumulate_group(float *out, int64_t ldo, int64_t hd, int64_t r0, int rows, const float *w,
                                  int64_t ldw, const float *src, int64_t ld, int64_t nj) {
   int chunks = rows == 1 ? ACC_CHUNKS : 1;
   int64_t d0 = 0;
   for (; d0 + chunks * COLS <= hd; d0 += chunks * COLS)
-    accumulate_tile(out, hd, r0, rows, d0, chunks, w, ldw, src, ld, nj);
-  for (; d0 + COLS <= hd; d0 += COLS) accumulate_tile(out, hd, r0, rows, d0, 1, w, ldw, src, ld, nj);
+    accumulate_tile(out, ldo, r0, rows, d0, chunks, w, ldw, src, ld, nj);
+  for (; d0 + COLS <= hd; d0 += COLS) accumulate_tile(out, ldo, r0, rows, d0, 1, w, ldw, src, ld, nj);
   for (int r = 0; r < rows; r++)
     for (int64_t j = 0; j < nj; j++)
-      for (int64_t d = d0; d < hd; d++) out[(r0 + r) * hd + d] += w[(r0 + r) * ldw + j] * src[j * ld + d];
+      for (int64_t d = d0; d < hd; d++) out[(r0 + r) * ldo + d] += w[(r0 + r) * ldw + j] * src[j * ld + d];
 }
 
-/* out[r, :] += sum over j < nj of w[r * ldw + j] * src[j * ld, :] for r < nr,
- * over hd columns, COLS at a time and ACC_ROWS rows at a time so that each
- * row of src loaded serves several sums held in registers. */
-MFK_INLINE void accumulate_rows(float *out, int64_t hd, int64_t nr, const float *w, int64_t ldw,
-                                const float *src, int64_t ld, int64_t nj) {
+/* out[r * ldo, :] += sum over j < nj of w[r * ldw + j] * src[j * ld, :] for
+ * r < nr, over hd columns, COLS at a time and ACC_ROWS rows at a time so
+ * that each row of src loaded serves several sums held in registers. */
+MFK_INLINE void accumulate_rows(float *out, int64_t ldo, int64_t hd, int64_t nr, const float *w,
+                                int64_t ldw, const float *src, int64_t ld, int64_t nj) {
   int64_t r = 0;
-  for (; r + ACC_ROWS <= nr; r += ACC_ROWS) accumulate_group(out, hd, r, ACC_ROWS, w, ldw, src, ld, nj);
-  for (; r < nr; r++) accumulate_group(out, hd, r, 1, w, ldw, src, ld, nj);
+  for (; r + ACC_ROWS <= nr; r += ACC_ROWS) accumulate_group(out, ldo, hd, r, ACC_ROWS, w, ldw, src, ld, nj);
+  for (; r < nr; r++) accumulate_group(out, ldo, hd, r, 1, w, ldw, src, ld, nj);
 }
 
 /* ---- forward ---- */
@@ -244,7 +254,7 @@ MFK_SIMD static void fwd_units(void *arg, int64_t u0, int64_t u1) {
         row_sum[qi] = row_sum[qi] * corr + sum;
         row_max[qi] = mx;
       }
-      accumulate_rows(acc, a->hd, nq, p, KB, kv_row(a, a->v, b, j0, g), a->kv_stride, n);
+      accumulate_rows(acc, a->hd, a->hd, nq, p, KB, kv_row(a, a->v, b, j0, g), a->kv_stride, n);
     }
     for (int64_t qi = 0; qi < nq; qi++) {
       float *o = a->out + ((b * a->Tq + i0 + qi) * a->Hq + h) * a->hd, inv = 1.0f / row_sum[qi];
@@ -300,7 +310,7 @@ MFK_SIMD static void dq_units(void *arg, int64_t u0, int64_t u1) {
       const float *ktile = key_tile(a, a->kt, kscratch, a->k, b, g, j0, n);
       const float *vtile = key_tile(a, a->vt, vscratch, a->v, b, g, j0, n);
       block_grads(a, p, ds, ktile, vtile, b, h, i0, nq, j0);
-      accumulate_rows(acc, a->hd, nq, ds, KB, kv_row(a, a->k, b, j0, g), a->kv_stride, n);
+      accumulate_rows(acc, a->hd, a->hd, nq, ds, KB, kv_row(a, a->k, b, j0, g), a->kv_stride, n);
     }
     for (int64_t qi = 0; qi < nq; qi++)
       memcpy(a->dq + ((b * a->Tq + i0 + qi) * a->Hq + h) * a->hd, acc + qi * a->hd,
@@ -314,32 +324,64 @@ static inline void transpose_scores(float *t, const float *m, int64_t nq) {
     for (int j = 0; j < KB; j++) t[j * QB + qi] = m[qi * KB + j];
 }
 
+/* dk and dv of the key block at j0 (n keys) of kv head g, summed over the
+ * group's query heads and the query blocks that see it, in that order; with
+ * dq set, each block's dS k is added to those queries' rows of dq too. */
+MFK_INLINE void key_block_grads(const attn_job *a, int64_t b, int64_t g, int64_t j0, int64_t n,
+                                const float *ktile, const float *vtile, int dq) {
+  int64_t group = a->Hq / a->Hkv, row = a->Hq * a->hd;
+  _Alignas(64) float dk[KB * HD_MAX], dv[KB * HD_MAX];
+  float p[QB * KB], ds[QB * KB], pt[KB * QB], dst[KB * QB];
+  memset(dk, 0, (size_t)(n * a->hd) * sizeof(float));
+  memset(dv, 0, (size_t)(n * a->hd) * sizeof(float));
+  for (int64_t h = g * group; h < (g + 1) * group; h++)
+    for (int64_t i0 = j0 / QB * QB; i0 < a->Tq; i0 += QB) {
+      int64_t nq = mfk_min(QB, a->Tq - i0);
+      block_grads(a, p, ds, ktile, vtile, b, h, i0, nq, j0);
+      if (dq)
+        accumulate_rows(a->dq + q_at(a, b, i0, h), row, a->hd, nq, ds, KB, kv_row(a, a->k, b, j0, g),
+                        a->kv_stride, n);
+      transpose_scores(pt, p, nq);
+      transpose_scores(dst, ds, nq);
+      accumulate_rows(dk, a->hd, a->hd, n, dst, QB, q_row(a, a->q, b, i0, h), row, nq);
+      accumulate_rows(dv, a->hd, a->hd, n, pt, QB, q_row(a, a->dout, b, i0, h), row, nq);
+    }
+  for (int64_t j = 0; j < n; j++) {
+    memcpy(a->dk + ((b * a->Tk + j0 + j) * a->Hkv + g) * a->hd, dk + j * a->hd, (size_t)a->hd * sizeof(float));
+    memcpy(a->dv + ((b * a->Tk + j0 + j) * a->Hkv + g) * a->hd, dv + j * a->hd, (size_t)a->hd * sizeof(float));
+  }
+}
+
 MFK_SIMD static void dkv_units(void *arg, int64_t u0, int64_t u1) {
   const attn_job *a = arg;
-  int64_t nkb = mfk_ceil_div(a->Tk, KB), group = a->Hq / a->Hkv, row = a->Hq * a->hd;
-  _Alignas(64) float kscratch[KB * HD_MAX], vscratch[KB * HD_MAX], dk[KB * HD_MAX], dv[KB * HD_MAX];
-  float p[QB * KB], ds[QB * KB], pt[KB * QB], dst[KB * QB];
+  int64_t nkb = mfk_ceil_div(a->Tk, KB);
+  _Alignas(64) float kscratch[KB * HD_MAX], vscratch[KB * HD_MAX];
   for (int64_t u = u0; u < u1; u++) {
     int64_t b = u / (a->Hkv * nkb), g = u / nkb % a->Hkv, j0 = u % nkb * KB;
     int64_t n = mfk_min(KB, a->Tk - j0);
     const float *ktile = key_tile(a, a->kt, kscratch, a->k, b, g, j0, n);
     const float *vtile = key_tile(a, a->vt, vscratch, a->v, b, g, j0, n);
-    memset(dk, 0, (size_t)(n * a->hd) * sizeof(float));
-    memset(dv, 0, (size_t)(n * a->hd) * sizeof(float));
-    for (int64_t h = g * group; h < (g + 1) * group; h++)
-      for (int64_t i0 = j0 / QB * QB; i0 < a->Tq; i0 += QB) {
-        int64_t nq = mfk_min(QB, a->Tq - i0);
-        block_grads(a, p, ds, ktile, vtile, b, h, i0, nq, j0);
-        transpose_scores(pt, p, nq);
-        transpose_scores(dst, ds, nq);
-        accumulate_rows(dk, a->hd, n, dst, QB, q_row(a, a->q, b, i0, h), row, nq);
-        accumulate_rows(dv, a->hd, n, pt, QB, q_row(a, a->dout, b, i0, h), row, nq);
-      }
-    for (int64_t j = 0; j < n; j++) {
-      memcpy(a->dk + ((b * a->Tk + j0 + j) * a->Hkv + g) * a->hd, dk + j * a->hd,
-             (size_t)a->hd * sizeof(float));
-      memcpy(a->dv + ((b * a->Tk + j0 + j) * a->Hkv + g) * a->hd, dv + j * a->hd,
-             (size_t)a->hd * sizeof(float));
+    key_block_grads(a, b, g, j0, n, ktile, vtile, 0);
+  }
+}
+
+/* One pass for dq, dk and dv of a (sequence, kv head): each P and dS block
+ * is made once. Key blocks are taken in order, so every row of dq adds its
+ * key blocks in the order of dq_units and gets the same bits. */
+MFK_SIMD static void bwd_units(void *arg, int64_t u0, int64_t u1) {
+  const attn_job *a = arg;
+  int64_t group = a->Hq / a->Hkv;
+  _Alignas(64) float ktile[KB * HD_MAX], vtile[KB * HD_MAX];
+  for (int64_t u = u0; u < u1; u++) {
+    int64_t b = u / a->Hkv, g = u % a->Hkv;
+    for (int64_t i = 0; i < a->Tq; i++)
+      for (int64_t h = g * group; h < (g + 1) * group; h++)
+        memset(a->dq + q_at(a, b, i, h), 0, (size_t)a->hd * sizeof(float));
+    for (int64_t j0 = 0; j0 < a->Tk; j0 += KB) {
+      int64_t n = mfk_min(KB, a->Tk - j0);
+      transpose_block(a, ktile, a->k, b, g, j0, n);
+      transpose_block(a, vtile, a->v, b, g, j0, n);
+      key_block_grads(a, b, g, j0, n, ktile, vtile, 1);
     }
   }
 }
@@ -350,6 +392,10 @@ void mfk_attention_bwd(mfk_pool *pool, float *dq, float *dk, float *dv, const fl
   attn_job a = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v, .o = out,
                  .lse_in = lse, .B = B, .Tq = T, .Tk = T, .Hq = Hq, .Hkv = Hkv, .hd = hd,
                  .kv_stride = Hkv * hd, .scale = 1.0f / sqrtf((float)hd) };
+  if (B * Hkv >= ONE_PASS_UNITS * mfk_pool_size(pool)) {
+    mfk_parallel_for(pool, B * Hkv, bwd_units, &a);
+    return;
+  }
   make_tiles(pool, &a, 1);
   mfk_parallel_for(pool, B * Hq * mfk_ceil_div(T, QB), dq_units, &a);
   mfk_parallel_for(pool, B * Hkv * mfk_ceil_div(T, KB), dkv_units, &a);

@@ -14,12 +14,21 @@
  * a task owns a block of C (some A strips by some B strips of one column
  * block) and takes it through the group's K blocks, so no two threads write
  * the same C, and tasks are small enough for every thread to get several.
+ * A task has at least MIN_TASK_STRIPS A strips where M allows: each of its K
+ * blocks' B panels comes from L3 once and is then reused from L2 by every
+ * strip, so single-strip tasks spend their time waiting on B.
  *
- * Determinism: the K blocking depends only on K, the K blocks are applied in
- * order, and every element of C goes through the same micro-kernel code
- * whichever task runs it, so the thread count never changes the bits.
- * Products with at most MFK_SMALL_M rows take the unpacked path of
- * gemm_small.c instead.
+ * A small C with a long K (the weight gradients: C is [out, in], K the
+ * batch's 2048 tokens) has too few such tasks for the threads. There K is
+ * cut into chunks of K blocks, a task takes its C block through one chunk,
+ * chunk 0 accumulates into C and every other chunk into a scratch copy of
+ * C, and the copies are added to C in chunk order at the end.
+ *
+ * Determinism: the K blocking and the chunks depend only on the shape, the K
+ * blocks of a chunk are applied in order, the chunks are added in order, and
+ * every element of C goes through the same micro-kernel code whichever task
+ * runs it, so the thread count never changes the bits. Products with at
+ * most MFK_SMALL_M rows take the unpacked path of gemm_small.c instead.
  */
 #include "cpu/common.h"
 #include "cpu/gemm.h"
@@ -34,7 +43,10 @@ enum {
   NR_MAX = 32,
   PACK_FLOATS = 1 << 21,  /* packed panels per group: 8 MiB */
   TASK_STRIPS = 16,       /* A strips per task at most */
+  MIN_TASK_STRIPS = 4,    /* and at least, where M has that many */
   TASKS_PER_THREAD = 8,   /* enough to even out a thread slowed by other work */
+  SPLIT_TILES = 1024,     /* a C of fewer MR x NR tiles splits K into chunks */
+  CHUNK_K = 1024,         /* of at most this many: partial sums to add stay few */
 };
 
 /* ---- portable micro-kernel ---- */
@@ -75,16 +87,25 @@ typedef struct gemm_job {
   const float *A, *B;
   int64_t lda, ldb, ldc;
   float *C;
-  int64_t kc_even, nc_max; /* block sizes, fixed by the shape */
-  /* the group of panels: column blocks [jb0, jb0 + jbs) x K blocks [kb0, kb0 + kbs) */
-  int64_t jb0, jbs, kb0, kbs;
+  float *partial;          /* chunks 1.. of K: (k_chunks - 1) scratch copies of C, [M, N] */
+  int64_t k_chunks, chunk_k, chunk_blocks, kc_even, nc_max; /* blocking, fixed by the shape */
+  /* the group of panels: column blocks [jb0, jb0 + jbs) x K blocks [kb0, kb0 + kbs),
+   * which meet chunks [c0, c0 + chunks) */
+  int64_t jb0, jbs, kb0, kbs, c0, chunks;
   float *bpack;
-  /* its tasks: column block x row_tasks x col_parts */
-  int64_t strips_per_task, row_tasks, col_parts;
+  /* its tasks: column block x chunk x col_parts x row_tasks */
+  int64_t row_tasks, col_parts;
 } gemm_job;
 
+/* K block kb is block kb % chunk_blocks of chunk kb / chunk_blocks. */
+static int64_t block_start(const gemm_job *g, int64_t kb) {
+  return kb / g->chunk_blocks * g->chunk_k + kb % g->chunk_blocks * g->kc_even;
+}
+
+/* 0 for the empty blocks a short last chunk may end with. */
 static int64_t block_depth(const gemm_job *g, int64_t kb) {
-  return mfk_min(g->kc_even, g->K - kb * g->kc_even);
+  int64_t chunk_end = mfk_min(g->K, (kb / g->chunk_blocks + 1) * g->chunk_k);
+  return mfk_max(0, mfk_min(g->kc_even, chunk_end - block_start(g, kb)));
 }
 
 /* The packed panel of column block jb, K block kb: strip s at s * depth * NR. */
@@ -147,52 +168,61 @@ static void pack_b_strips(void *arg, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; t++) {
     int64_t jb = g->jb0 + t / strips / g->kbs, kb = g->kb0 + t / strips % g->kbs, s = t % strips;
     int64_t j0 = jb * g->nc_max + s * nr, kc = block_depth(g, kb);
-    if (j0 < g->N) pack_b(g, j0, mfk_min(nr, g->N - j0), kb * g->kc_even, kc, panel(g, jb, kb) + s * kc * nr);
+    if (j0 < g->N) pack_b(g, j0, mfk_min(nr, g->N - j0), block_start(g, kb), kc, panel(g, jb, kb) + s * kc * nr);
   }
 }
 
-/* One MR x NR tile over kc; edge tiles go through a full-size scratch tile
- * and are finished with the micro-kernel's own update formula. */
+/* One MR x NR tile of c (leading dimension ldc) over kc; an edge tile is
+ * copied into a full-size scratch tile and back, so that it gets the
+ * micro-kernel's own update. */
 static void compute_tile(const gemm_job *g, int64_t kc, float beta, const float *apack,
-                         const float *bstrip, float *c, int64_t rows, int64_t cols) {
+                         const float *bstrip, float *c, int64_t ldc, int64_t rows, int64_t cols) {
   const mfk_ukernel *uk = g->uk;
   if (rows == uk->mr && cols == uk->nr) {
-    uk->run(kc, apack, bstrip, c, g->ldc, g->alpha, beta);
+    uk->run(kc, apack, bstrip, c, ldc, g->alpha, beta);
     return;
   }
   _Alignas(64) float tile[MR_MAX * NR_MAX];
-  uk->run(kc, apack, bstrip, tile, uk->nr, g->alpha, 0.0f);
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t j = 0; j < cols; j++) {
-      float r = tile[i * uk->nr + j];
-      float *cij = c + i * g->ldc + j;
-      *cij = beta != 0.0f ? fmaf(beta, *cij, r) : r;
-    }
+  for (int64_t i = 0; i < rows; i++) memcpy(tile + i * uk->nr, c + i * ldc, (size_t)cols * sizeof(float));
+  uk->run(kc, apack, bstrip, tile, uk->nr, g->alpha, beta);
+  for (int64_t i = 0; i < rows; i++) memcpy(c + i * ldc, tile + i * uk->nr, (size_t)cols * sizeof(float));
 }
 
-/* Task t: A strips of row task t / col_parts % row_tasks against part
- * t % col_parts of the B strips of column block jb0 + t / (row_tasks * col_parts),
- * through every K block of the group. */
+/* Where chunk c of K accumulates: C itself, or its scratch copy. */
+static float *chunk_c(const gemm_job *g, int64_t c, int64_t *ldc) {
+  *ldc = c == 0 ? g->ldc : g->N;
+  return c == 0 ? g->C : g->partial + (c - 1) * g->M * g->N;
+}
+
+/* Task t: row task t % row_tasks against part t / row_tasks % col_parts of
+ * the B strips of column block jb0 + t / (chunks * col_parts * row_tasks),
+ * through the K blocks of the group in chunk c0 + t / (col_parts * row_tasks)
+ * % chunks. Consecutive tasks share their B strips. */
 static void compute_tasks(void *arg, int64_t t0, int64_t t1) {
   const gemm_job *g = arg;
   const int mr = g->uk->mr, nr = g->uk->nr;
-  const int64_t a_strips = mfk_ceil_div(g->M, mr), per_block = g->row_tasks * g->col_parts;
+  const int64_t a_strips = mfk_ceil_div(g->M, mr), per_chunk = g->col_parts * g->row_tasks;
   _Alignas(64) float apack[MR_MAX * KC_MAX];
   for (int64_t t = t0; t < t1; t++) {
-    int64_t jb = g->jb0 + t / per_block, rt = t % per_block / g->col_parts, part = t % g->col_parts;
+    int64_t jb = g->jb0 + t / (per_chunk * g->chunks), chunk = g->c0 + t / per_chunk % g->chunks;
+    int64_t part = t / g->row_tasks % g->col_parts, rt = t % g->row_tasks;
     int64_t b_strips = mfk_ceil_div(mfk_min(g->nc_max, g->N - jb * g->nc_max), nr);
     int64_t s0 = b_strips * part / g->col_parts, s1 = b_strips * (part + 1) / g->col_parts;
-    int64_t is0 = rt * g->strips_per_task, is1 = mfk_min(a_strips, is0 + g->strips_per_task);
-    for (int64_t kb = g->kb0; kb < g->kb0 + g->kbs; kb++) {
+    int64_t is0 = a_strips * rt / g->row_tasks, is1 = a_strips * (rt + 1) / g->row_tasks;
+    int64_t ldc, first = chunk * g->chunk_blocks;
+    float *c = chunk_c(g, chunk, &ldc);
+    int64_t kb0 = mfk_max(g->kb0, first), kb1 = mfk_min(g->kb0 + g->kbs, first + g->chunk_blocks);
+    for (int64_t kb = kb0; kb < kb1; kb++) {
       int64_t kc = block_depth(g, kb);
+      if (kc == 0) break;
       const float *bp = panel(g, jb, kb);
-      float beta = kb == 0 ? g->beta : 1.0f;
+      float beta = kb > first ? 1.0f : chunk == 0 ? g->beta : 0.0f;
       for (int64_t is = is0; is < is1; is++) {
         int64_t i0 = is * mr, rows = mfk_min(mr, g->M - i0);
-        pack_a(g, i0, rows, kb * g->kc_even, kc, apack);
+        pack_a(g, i0, rows, block_start(g, kb), kc, apack);
         for (int64_t s = s0; s < s1; s++) {
           int64_t j0 = jb * g->nc_max + s * nr;
-          compute_tile(g, kc, beta, apack, bp + s * kc * nr, g->C + i0 * g->ldc + j0, rows,
+          compute_tile(g, kc, beta, apack, bp + s * kc * nr, c + i0 * ldc + j0, ldc, rows,
                        mfk_min(nr, g->N - j0));
         }
       }
@@ -200,15 +230,37 @@ static void compute_tasks(void *arg, int64_t t0, int64_t t1) {
   }
 }
 
-/* Cuts a group's C into tasks: about TASKS_PER_THREAD per thread, of at most
- * TASK_STRIPS A strips (their C block stays in L2), splitting the columns
- * too when there are too few row strips. One thread takes it all in big
- * tasks. */
-static void plan_tasks(gemm_job *g, int threads, int64_t jbs) {
+/* Cuts a group's C into tasks: about TASKS_PER_THREAD per thread, each of
+ * MIN_TASK_STRIPS to TASK_STRIPS A strips (their C block stays in L2),
+ * splitting the columns too when there are too few row strips. One thread
+ * takes it all in big tasks. */
+static void plan_tasks(gemm_job *g, int threads, int64_t jbs, int64_t chunks) {
   int64_t a_strips = mfk_ceil_div(g->M, g->uk->mr), want = threads > 1 ? TASKS_PER_THREAD * threads : 1;
-  g->strips_per_task = mfk_max(1, mfk_min(TASK_STRIPS, a_strips * jbs / want));
-  g->row_tasks = mfk_ceil_div(a_strips, g->strips_per_task);
-  g->col_parts = mfk_max(1, mfk_min(g->nc_max / g->uk->nr, want / (g->row_tasks * jbs)));
+  int64_t per_chunk = mfk_max(1, want / (jbs * chunks));
+  int64_t strips = mfk_min(a_strips, mfk_max(MIN_TASK_STRIPS, mfk_min(TASK_STRIPS, a_strips / per_chunk)));
+  g->row_tasks = mfk_ceil_div(a_strips, strips);
+  g->col_parts = mfk_max(1, mfk_min(g->nc_max / g->uk->nr, per_chunk / g->row_tasks));
+}
+
+/* K in k_chunks chunks of chunk_k (the last one shorter), each in the
+ * fewest blocks of at most KC_MAX, as even as they go. */
+static void plan_k(gemm_job *g, int64_t k_chunks) {
+  g->k_chunks = k_chunks;
+  g->chunk_k = mfk_ceil_div(g->K, k_chunks);
+  g->chunk_blocks = mfk_ceil_div(g->chunk_k, KC_MAX);
+  g->kc_even = mfk_ceil_div(g->chunk_k, g->chunk_blocks);
+}
+
+/* Rows [i0, i1) of C += the scratch copies, in chunk order. */
+static void add_chunks(void *arg, int64_t i0, int64_t i1) {
+  const gemm_job *g = arg;
+  for (int64_t i = i0; i < i1; i++)
+    for (int64_t c = 1; c < g->k_chunks; c++) {
+      int64_t ld;
+      const float *p = chunk_c(g, c, &ld) + i * ld;
+      float *ci = g->C + i * g->ldc;
+      for (int64_t j = 0; j < g->N; j++) ci[j] += p[j];
+    }
 }
 
 static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
@@ -230,31 +282,40 @@ void mfk_gemm_using(const mfk_ukernel *uk, mfk_pool *pool, int trans_a, int tran
   gemm_job g = { .uk = uk, .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K,
                  .alpha = alpha, .beta = beta, .A = A, .B = B, .lda = lda, .ldb = ldb, .ldc = ldc,
                  .C = C };
-  int64_t k_blocks = mfk_ceil_div(K, KC_MAX);
-  g.kc_even = mfk_ceil_div(K, k_blocks);
+  int64_t tiles = mfk_ceil_div(M, uk->mr) * mfk_ceil_div(N, uk->nr);
+  /* the scratch copies of C take at most as much memory as the panels */
+  plan_k(&g, tiles < SPLIT_TILES ? mfk_min(mfk_ceil_div(K, CHUNK_K), 1 + PACK_FLOATS / (M * N)) : 1);
   g.nc_max = mfk_min(NC_MAX / uk->nr, mfk_ceil_div(N, uk->nr)) * uk->nr;
-  int64_t panel_floats = g.kc_even * g.nc_max;
+  int64_t k_blocks = g.chunk_blocks * g.k_chunks, panel_floats = g.kc_even * g.nc_max;
   int64_t floats = mfk_min(PACK_FLOATS, mfk_ceil_div(N, g.nc_max) * k_blocks * panel_floats);
-  /* Kernels have no error path: without memory for the panels, pack one
-   * strip at a time on the stack. */
+  /* Kernels have no error path: without memory for the panels, do without
+   * chunks and pack one strip at a time on the stack. */
   _Alignas(64) float one_strip[KC_MAX * NR_MAX];
-  float *heap = aligned_alloc(64, (size_t)floats * sizeof(float));
+  float *heap = aligned_alloc(64, (size_t)(floats + (g.k_chunks - 1) * M * N) * sizeof(float));
   g.bpack = heap ? heap : one_strip;
-  if (!heap) g.nc_max = uk->nr, panel_floats = floats = g.kc_even * uk->nr;
+  g.partial = heap ? heap + floats : NULL;
+  if (!heap) {
+    plan_k(&g, 1);
+    k_blocks = g.chunk_blocks;
+    g.nc_max = uk->nr, panel_floats = floats = g.kc_even * uk->nr;
+  }
   int64_t col_blocks = mfk_ceil_div(N, g.nc_max);
   /* a group: every K block of as many column blocks as fit, or else as many
    * K blocks of one column block */
   int64_t kbs = mfk_min(k_blocks, floats / panel_floats);
   int64_t jbs = kbs == k_blocks ? mfk_min(col_blocks, floats / (k_blocks * panel_floats)) : 1;
-  plan_tasks(&g, mfk_pool_size(pool), jbs);
+  plan_tasks(&g, mfk_pool_size(pool), jbs, mfk_min(g.k_chunks, mfk_ceil_div(kbs, g.chunk_blocks)));
   for (g.jb0 = 0; g.jb0 < col_blocks; g.jb0 += jbs) {
     g.jbs = mfk_min(jbs, col_blocks - g.jb0);
     for (g.kb0 = 0; g.kb0 < k_blocks; g.kb0 += kbs) {
       g.kbs = mfk_min(kbs, k_blocks - g.kb0);
+      g.c0 = g.kb0 / g.chunk_blocks;
+      g.chunks = (g.kb0 + g.kbs - 1) / g.chunk_blocks - g.c0 + 1;
       mfk_parallel_for(pool, g.jbs * g.kbs * (g.nc_max / uk->nr), pack_b_strips, &g);
-      mfk_parallel_for(pool, g.jbs * g.row_tasks * g.col_parts, compute_tasks, &g);
+      mfk_parallel_for(pool, g.jbs * g.chunks * g.col_parts * g.row_tasks, compute_tasks, &g);
     }
   }
+  if (g.k_chunks > 1) mfk_parallel_for(pool, M, add_chunks, &g);
   free(heap);
 }
 

@@ -5,8 +5,9 @@
  * a[k*MR + i]) by a packed kc x NR panel of B (row after row: b[k*NR + j])
  * and stores C = alpha * acc + beta * C over the full MR x NR tile, where acc
  * sums over k in increasing order from zero and beta == 0 ignores C's old
- * contents. The update is one fused multiply-add, C = fma(beta, C, alpha*acc),
- * so the driver can finish edge tiles with fmaf and get the same bits.
+ * contents. The update is one fused multiply-add, C = fma(beta, C, alpha*acc).
+ * The driver runs edge tiles on a full-size copy, so that every element of C
+ * gets this same update.
  */
 #ifndef MFK_GEMM_H
 #define MFK_GEMM_H

@@ -2,8 +2,9 @@
  * several key and query blocks, and decode shapes with Tq < Tk and a padded
  * kv_stride, both with keys scored straight from K's rows (few queries per
  * kv head) and from transposed key blocks), decoding one query at a time
- * against the rows of a full forward, backward against central differences,
- * and the same bits on 1, 2 and 3 threads. */
+ * against the rows of a full forward, backward against central differences
+ * (in one pass and in two), and the same bits on 1, 2 and 3 threads (one
+ * thread takes the one-pass backward there, two and three the two-pass). */
 #include "kernel_testing.h"
 
 typedef struct attn_case {
@@ -145,6 +146,10 @@ int main(void) {
   check_forward(blocks, "T37");
   check_backward(blocks);
   free_case(&blocks);
+
+  attn_case pairs = make_case(4, 37, 37, 4, 2, 8, 2 * 8); /* enough (sequence, kv head) pairs for one pass */
+  check_backward(pairs);
+  free_case(&pairs);
 
   attn_case mha = make_case(1, 20, 20, 3, 3, 48, 3 * 48); /* no grouping, llama's head size */
   check_forward(mha, "Hq=Hkv hd48");

@@ -1,8 +1,10 @@
 /* GEMM against a double-precision reference for every micro-kernel this
  * machine runs, every transpose combination, edge tiles, several K blocks,
- * several groups of packed panels, alpha/beta (beta = 0 must ignore NaN in
- * C); the unpacked path for M = 1..8 the same way; and the same bits on 1, 2
- * and 3 threads for both paths. */
+ * several groups of packed panels, K cut into chunks (a chunk across two
+ * groups; a last chunk short enough to end in an empty K block),
+ * alpha/beta (beta = 0 must ignore NaN in C); the unpacked path for M =
+ * 1..8 the same way; and the same bits on 1, 2 and 3 threads for both
+ * paths. */
 #include "cpu/gemm.h"
 #include "kernel_testing.h"
 
@@ -95,7 +97,9 @@ int main(void) {
     { 0, 0, 10, 1000, 40, 1.0f, 0.0f },                                /* split columns */
     { 0, 0, 50, 800, 9, -2.0f, 0.0f },                                 /* 2 column blocks */
     { 0, 0, 20, 2400, 700, 1.0f, 0.5f },  /* groups of whole column blocks */
-    { 0, 0, 17, 800, 3000, 1.0f, 0.0f },  /* groups of K blocks */
+    { 0, 0, 17, 800, 3000, 1.0f, 0.0f },  /* groups of K blocks, a chunk across two */
+    { 0, 0, 30, 40, 2100, 0.5f, 1.5f },   /* K in chunks */
+    { 0, 0, 9, 1, 259081, 1.0f, 0.0f },   /* 254 chunks, the last with an empty block */
   };
   /* the unpacked path: one column, a K tail, several column tiles, several tasks */
   const gemm_case small_shapes[] = {
@@ -118,6 +122,8 @@ int main(void) {
     check_bits(kernels[u], (gemm_case){ 0, 1, 300, 290, 700, 1.0f, 0.5f });
     check_bits(kernels[u], (gemm_case){ 1, 0, 15, 900, 30, 1.0f, 0.0f });
     check_bits(kernels[u], (gemm_case){ 0, 0, 40, 2500, 700, 1.0f, 0.0f });
+    check_bits(kernels[u], (gemm_case){ 1, 0, 100, 70, 2100, 1.0f, 0.5f });
+    check_bits(kernels[u], (gemm_case){ 0, 0, 17, 800, 3000, 1.0f, 0.0f });
   }
   const mfk_ukernel *best = mfk_gemm_best_ukernel();
   for (int64_t m = 1; m <= MFK_SMALL_M; m++)
