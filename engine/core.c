@@ -67,29 +67,20 @@ int mf_sha256_file(const char *path, char *hex_out) {
   return 0;
 }
 
-/* splitmix64's finalizer: a bijective mixer with good avalanche. */
-static uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 uint64_t mf_hash64(const void *data, size_t n) {
   const unsigned char *p = data;
   uint64_t h = 0xcbf29ce484222325ULL;
   for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
-  return mix64(h);
+  return mfk_mix64(h);
 }
 
 void mf_rng_init(mf_rng *r, uint64_t seed, uint64_t stream) {
-  r->key = mix64(mix64(seed) ^ (stream * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL));
+  r->key = mfk_mix64(mfk_mix64(seed) ^ (stream * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL));
   r->counter = 0;
 }
 
-uint64_t mf_rng_at(uint64_t key, uint64_t index) {
-  /* Two rounds keyed by the stream make neighbouring counters independent. */
-  return mix64(mix64(key + index * 0x9e3779b97f4a7c15ULL) ^ key);
-}
+/* The kernels' inline definition, which their dropout mask shares. */
+uint64_t mf_rng_at(uint64_t key, uint64_t index) { return mfk_rng_at(key, index); }
 
 uint64_t mf_rng_u64(mf_rng *r) { return mf_rng_at(r->key, r->counter++); }
 

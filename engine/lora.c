@@ -227,34 +227,19 @@ int mf_lora_begin(mf_model *m, int64_t rows, int training) {
 
 /* Dropout draws 16-bit uniforms, four from each 64-bit draw of the
  * adapter's stream for this pass: element i is kept when field i % 4 of
- * draw i / 4 is at least p * 2^16 (p at 16-bit resolution). The mask is
- * drawn once in forward and kept as bits for backward. */
-typedef struct mask_job {
-  uint64_t *keep;
-  uint64_t key;
-  uint32_t cut;
-} mask_job;
-
-static void mask_range(void *ctx, int64_t begin, int64_t end) {
-  const mask_job *j = ctx;
-  for (int64_t w = begin; w < end; w++) {
-    uint64_t bits = 0;
-    for (int d = 0; d < 16; d++) {
-      uint64_t draw = mf_rng_at(j->key, (uint64_t)(w * 16 + d));
-      for (int f = 0; f < 4; f++) bits |= (uint64_t)((draw >> (16 * f) & 0xffff) >= j->cut) << (4 * d + f);
-    }
-    j->keep[w] = bits;
-  }
-}
-
+ * draw i / 4 is at least p * 2^16 (p at 16-bit resolution), as
+ * mfk_dropout_mask draws it. The mask is drawn once in forward and kept as
+ * bits for backward. */
 static void draw_mask(mfk_pool *pool, const mf_lora *a, int64_t rows) {
   const mf_lora_set *s = a->set;
-  mask_job j = {a->keep, mf_rng_at(a->stream, s->pass), (uint32_t)lround(s->dropout * 65536)};
-  mfk_parallel_for(pool, mask_words(a, rows), mask_range, &j);
+  mfk_dropout_mask(pool, a->keep, mask_words(a, rows), mf_rng_at(a->stream, s->pass),
+                   (uint32_t)lround(s->dropout * 65536));
 }
 
+static float keep_scale(const mf_lora *a) { return (float)(1 / (1 - a->set->dropout)); }
+
 static void dropout(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t rows) {
-  mfk_masked_scale(pool, y, x, a->keep, (float)(1 / (1 - a->set->dropout)), rows * a->a->value.shape[1]);
+  mfk_masked_scale(pool, y, x, a->keep, keep_scale(a), rows * a->a->value.shape[1]);
 }
 
 void mf_lora_fwd(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t rows) {
@@ -280,14 +265,13 @@ void mf_lora_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, con
     x = s->xd;
   }
   if (mf_pg(a->a)) mfk_gemm(pool, 1, 0, r, in, rows, 1.0f, s->dh, r, x, in, 1.0f, mf_pg(a->a), in);
-  /* dx += dropout'(dh A): through the same mask, redrawn */
+  /* dx += dropout'(dh A): through forward's mask */
   if (!s->dropout_on) {
     mfk_gemm(pool, 0, 0, rows, in, r, 1.0f, s->dh, r, mf_pv(a->a), in, 1.0f, dx, in);
     return;
   }
   mfk_gemm(pool, 0, 0, rows, in, r, 1.0f, s->dh, r, mf_pv(a->a), in, 0.0f, s->xd, in);
-  dropout(pool, s->xd, s->xd, a, rows);
-  mfk_axpy(pool, dx, 1.0f, s->xd, rows * in);
+  mfk_masked_axpy(pool, dx, s->xd, a->keep, keep_scale(a), rows * in);
 }
 
 /* ---- merging ---- */

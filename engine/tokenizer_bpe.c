@@ -13,6 +13,7 @@
  */
 #include "tokenizer.h"
 #include "internal.h"
+#include "cpu/kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,16 +22,10 @@ enum { CACHE_WORD_MAX = 64, CACHE_MAX_WORDS = 1 << 16 };
 
 /* ---- maps ---- */
 
-static uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 uint64_t tok_hash(const char *key, size_t len) {
   uint64_t h = 0xcbf29ce484222325ULL;
   for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 0x100000001b3ULL;
-  return mix64(h ^ len);
+  return mfk_mix64(h ^ len);
 }
 
 /* Slot index holding key, or the empty slot where it would go. */
@@ -109,7 +104,7 @@ static int pairmap_grow(tok_pairmap *m) {
   m->mask = cap - 1;
   for (size_t i = 0; i < old_cap; i++) {
     if (old[i].key == NO_PAIR) continue;
-    size_t j = mix64(old[i].key) & m->mask;
+    size_t j = mfk_mix64(old[i].key) & m->mask;
     while (slots[j].key != NO_PAIR) j = (j + 1) & m->mask;
     slots[j] = old[i];
   }
@@ -120,7 +115,7 @@ static int pairmap_grow(tok_pairmap *m) {
 int tok_pairmap_put(tok_pairmap *m, int32_t a, int32_t b, tok_merge merge) {
   if ((m->count + 1) * 2 > (m->slots ? m->mask + 1 : 0) && pairmap_grow(m)) return -1;
   uint64_t key = pair_key(a, b);
-  size_t i = mix64(key) & m->mask;
+  size_t i = mfk_mix64(key) & m->mask;
   while (m->slots[i].key != NO_PAIR && m->slots[i].key != key) i = (i + 1) & m->mask;
   if (m->slots[i].key == NO_PAIR) m->count++;
   m->slots[i] = (tok_pairslot){key, merge};
@@ -130,7 +125,7 @@ int tok_pairmap_put(tok_pairmap *m, int32_t a, int32_t b, tok_merge merge) {
 const tok_merge *tok_pairmap_get(const tok_pairmap *m, int32_t a, int32_t b) {
   if (!m->slots) return NULL;
   uint64_t key = pair_key(a, b);
-  for (size_t i = mix64(key) & m->mask;; i = (i + 1) & m->mask) {
+  for (size_t i = mfk_mix64(key) & m->mask;; i = (i + 1) & m->mask) {
     if (m->slots[i].key == key) return &m->slots[i].merge;
     if (m->slots[i].key == NO_PAIR) return NULL;
   }

@@ -1,12 +1,14 @@
 /*
- * Elementwise arithmetic, masked scaling (dropout), bias and the sum of
- * squares.
+ * Elementwise arithmetic, dropout (masks drawn from a counter-based stream,
+ * applied by masked scaling), bias and the sum of squares.
  *
  * The sum of squares runs over fixed MFK_BLOCK-element blocks, each summed in
  * eight interleaved double lanes (a fixed order the compiler can vectorise),
  * and the block sums are added in order.
  */
 #include "cpu/common.h"
+
+#include <string.h>
 
 typedef struct elem_args {
   float *y;
@@ -53,19 +55,99 @@ typedef struct mask_args {
   float scale;
 } mask_args;
 
-/* Words [w0, w1) of the mask: 64 elements each, the last one partial. */
-MFK_SIMD static void masked_scale_words(void *arg, int64_t w0, int64_t w1) {
-  const mask_args e = *(const mask_args *)arg;
-  for (int64_t w = w0; w < w1; w++) {
-    int64_t i0 = w * 64, n = e.n - i0 < 64 ? e.n - i0 : 64;
-    uint64_t bits = e.keep[w];
-    for (int64_t i = 0; i < n; i++) e.y[i0 + i] = e.x[i0 + i] * ((float)(bits >> i & 1) * e.scale);
+/* Keeps *p a rounded product: GCC would otherwise contract a product that
+ * feeds an addition into an FMA, in the clones that have one. The empty asm
+ * hides *p from the optimiser. (Through a pointer: returning a v16 from the
+ * baseline clone would change the ABI.) */
+MFK_INLINE void round_apart(v16 *p) { __asm__("" : "+m"(*p)); }
+
+/* The 64 elements of one mask word: y = x * m, or y += x * m. Lane j of
+ * chunk c tests bit 16 c + j against its own bit; the comparison gives all
+ * ones, which keeps scale's bits (m = scale), or zero (m = +0). */
+MFK_INLINE void masked_word(float *y, const float *x, uint64_t bits, const v16i *scale, int accumulate) {
+  const v16i lane_bit = { 1 << 0, 1 << 1, 1 << 2,  1 << 3,  1 << 4,  1 << 5,  1 << 6,  1 << 7,
+                          1 << 8, 1 << 9, 1 << 10, 1 << 11, 1 << 12, 1 << 13, 1 << 14, 1 << 15 };
+  for (int c = 0; c < 4; c++) {
+    v16i kept = (lane_bit & (int32_t)(bits >> 16 * c & 0xffff)) != 0;
+    v16 p = V16(x + 16 * c) * (v16)(*scale & kept);
+    if (accumulate) {
+      round_apart(&p);
+      V16(y + 16 * c) += p;
+    } else {
+      V16(y + 16 * c) = p;
+    }
   }
 }
 
+/* Words [w0, w1) of the mask: 64 elements each, the last one partial (run
+ * through zero-padded copies). */
+MFK_INLINE void masked_words(const mask_args *arg, int64_t w0, int64_t w1, int accumulate) {
+  const mask_args e = *arg;
+  const v16i scale = (v16i)((v16){ 0 } + e.scale);
+  for (int64_t w = w0; w < w1; w++) {
+    int64_t i0 = w * 64, n = mfk_min(e.n - i0, 64);
+    if (n == 64) {
+      masked_word(e.y + i0, e.x + i0, e.keep[w], &scale, accumulate);
+      continue;
+    }
+    float y[64] = { 0 }, x[64] = { 0 };
+    memcpy(x, e.x + i0, (size_t)n * sizeof *x);
+    memcpy(y, e.y + i0, (size_t)n * sizeof *y);
+    masked_word(y, x, e.keep[w], &scale, accumulate);
+    memcpy(e.y + i0, y, (size_t)n * sizeof *y);
+  }
+}
+
+MFK_SIMD static void masked_scale_words(void *arg, int64_t w0, int64_t w1) { masked_words(arg, w0, w1, 0); }
+MFK_SIMD static void masked_axpy_words(void *arg, int64_t w0, int64_t w1) { masked_words(arg, w0, w1, 1); }
+
 void mfk_masked_scale(mfk_pool *pool, float *y, const float *x, const uint64_t *keep, float scale, int64_t n) {
   mask_args e = { .y = y, .x = x, .keep = keep, .n = n, .scale = scale };
-  mfk_parallel_for(pool, (n + 63) / 64, masked_scale_words, &e);
+  mfk_parallel_for(pool, mfk_ceil_div(n, 64), masked_scale_words, &e);
+}
+
+void mfk_masked_axpy(mfk_pool *pool, float *y, const float *x, const uint64_t *keep, float scale, int64_t n) {
+  mask_args e = { .y = y, .x = x, .keep = keep, .n = n, .scale = scale };
+  mfk_parallel_for(pool, mfk_ceil_div(n, 64), masked_axpy_words, &e);
+}
+
+typedef uint64_t u64x8 __attribute__((vector_size(8 * sizeof(uint64_t))));
+
+typedef struct dropout_args {
+  uint64_t *keep;
+  uint64_t key;
+  uint32_t cut;
+} dropout_args;
+
+/* Words [w0, w1) of the mask. The sixteen draws of a word are one loop the
+ * compiler vectorises (the AVX-512 clone multiplies 64-bit lanes with
+ * vpmullq); their fields are then compared eight draws at a time, draw d
+ * of a half in lane d, each lane's kept field moved to its bit. */
+MFK_SIMD static void dropout_mask_words(void *arg, int64_t w0, int64_t w1) {
+  const dropout_args a = *(const dropout_args *)arg;
+  const u64x8 field0_bit = { 1ull << 0, 1ull << 4, 1ull << 8, 1ull << 12,
+                             1ull << 16, 1ull << 20, 1ull << 24, 1ull << 28 };
+  for (int64_t w = w0; w < w1; w++) {
+    uint64_t draw[16];
+    for (int d = 0; d < 16; d++) draw[d] = mfk_rng_at(a.key, (uint64_t)w * 16 + (uint64_t)d);
+    u64x8 bits = { 0 };
+    for (int half = 0; half < 2; half++) {
+      u64x8 v;
+      memcpy(&v, draw + 8 * half, sizeof v);
+      for (int f = 0; f < 4; f++) {
+        u64x8 kept = (u64x8)((v >> 16 * f & 0xffff) >= a.cut);
+        bits |= kept & field0_bit << (32 * half + f);
+      }
+    }
+    uint64_t word = 0;
+    for (int l = 0; l < 8; l++) word |= bits[l];
+    a.keep[w] = word;
+  }
+}
+
+void mfk_dropout_mask(mfk_pool *pool, uint64_t *keep, int64_t nwords, uint64_t key, uint32_t cut) {
+  dropout_args a = { .keep = keep, .key = key, .cut = cut };
+  mfk_parallel_for(pool, nwords, dropout_mask_words, &a);
 }
 
 MFK_SIMD static void bias_rows(void *arg, int64_t r0, int64_t r1) {

@@ -128,6 +128,27 @@ void mfk_scale(mfk_pool *pool, float *x, float alpha, int64_t n);               
 /* y[i] = x[i] * scale where bit i of keep (bit i % 64 of word i / 64) is
  * set, else x[i] * 0: dropout through a stored mask. y may be x. */
 void mfk_masked_scale(mfk_pool *pool, float *y, const float *x, const uint64_t *keep, float scale, int64_t n);
+/* y[i] += (x[i] * scale or x[i] * 0, by bit i of keep), the product rounded
+ * before the addition: mfk_masked_scale then mfk_axpy with alpha 1 in one
+ * pass, with the same bits. */
+void mfk_masked_axpy(mfk_pool *pool, float *y, const float *x, const uint64_t *keep, float scale, int64_t n);
+/* Counter-based random numbers: mfk_rng_at(key, i) is draw i of the stream
+ * key (the engine's mf_rng_at). Two rounds of splitmix64's finalizer, the
+ * second keyed by the stream, make neighbouring counters independent. Inline
+ * so that loops over counters vectorise. */
+static inline uint64_t mfk_mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+static inline uint64_t mfk_rng_at(uint64_t key, uint64_t index) {
+  return mfk_mix64(mfk_mix64(key + index * 0x9e3779b97f4a7c15ULL) ^ key);
+}
+/* A dropout mask of nwords 64-bit words for mfk_masked_scale: bit i of word
+ * w is set (kept) when 16-bit field i % 4 (bits 16 f .. 16 f + 15 for field
+ * f) of mfk_rng_at(key, 16 w + i / 4) is at least cut, which keeps an
+ * element with probability 1 - cut / 2^16. */
+void mfk_dropout_mask(mfk_pool *pool, uint64_t *keep, int64_t nwords, uint64_t key, uint32_t cut);
 /* y[r, :] += bias for r < rows; dbias += column sums of dy (fixed order). */
 void mfk_bias_fwd(mfk_pool *pool, float *y, const float *bias, int64_t rows, int64_t d);
 void mfk_bias_bwd(mfk_pool *pool, float *dbias, const float *dy, int64_t rows, int64_t d);
