@@ -172,6 +172,15 @@ void mf_lora_free(mf_lora_set *s) {
   free(s);
 }
 
+void mf_lora_release(mf_lora_set *s) {
+  if (!s) return;
+  free(s->block);
+  free(s->keep_bits);
+  s->block = NULL;
+  s->keep_bits = NULL;
+  s->cap_rows = 0;
+}
+
 int mf_model_lora_count(const mf_model *m) { return m->lora ? m->lora->nparams : 0; }
 
 const char *mf_model_lora_name(const mf_model *m, int i) {

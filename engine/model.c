@@ -361,6 +361,17 @@ static void layout_train(mf_model *m, mf_carver *c, int64_t rows) {
 }
 
 /* Makes the arena hold rows tokens; smaller steps reuse a larger layout. */
+void mf_model_free_activations(mf_model *m) {
+  mf_train_arena *A = &m->arena;
+  free(A->block);
+  free(A->ints);
+  A->block = NULL;
+  A->ints = NULL;
+  A->cap_rows = 0;
+  m->loss_ready = 0;
+  mf_lora_release(m->lora);
+}
+
 static int reserve_train(mf_model *m, int64_t rows) {
   mf_train_arena *A = &m->arena;
   if (rows <= A->cap_rows) return 0;

@@ -268,6 +268,8 @@ void mf_lora_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, con
  * loss. No-op without adapters. */
 int mf_lora_begin(mf_model *m, int64_t rows, int training);
 void mf_lora_free(mf_lora_set *s);
+/* Frees the adapters' activation buffers (mf_lora_begin sizes them again). */
+void mf_lora_release(mf_lora_set *s);
 /* Removes the adapters and unfreezes the base (undoing a failed load). */
 void mf_lora_remove(mf_model *m);
 

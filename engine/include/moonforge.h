@@ -157,6 +157,10 @@ int mf_model_loss(mf_model *m, const int32_t *tokens, const int32_t *targets, in
 /* Gradients of the last loss, accumulated into every parameter's gradient. */
 int mf_model_backward(mf_model *m);
 void mf_model_zero_grad(mf_model *m);
+/* Frees the activations a training step keeps (they grow to the largest
+ * batch seen and stay); the next step allocates them again. A pending loss
+ * is cancelled. */
+void mf_model_free_activations(mf_model *m);
 
 /* KV-cache decoding. A cache holds batch sequences of up to max_len
  * positions (max_len <= 0: max_position_embeddings). mf_model_decode runs

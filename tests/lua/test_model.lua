@@ -67,7 +67,7 @@ T.test("param and grad view model memory and outlive the model variable", functi
   T.eq(floats(g)[0], 0)
 end)
 
-T.test("loss, backward, zero_grad; tensors as tokens; smaller batches reuse the arena", function()
+T.test("loss, backward, zero_grad; tensors as tokens; smaller batches reuse the arena; free_activations", function()
   local model = mf.model.new(tiny())
   local loss = model:loss(tokens, targets)
   T.truthy(loss > 3 and loss < 5, "loss near log(50) at init: " .. loss)
@@ -82,6 +82,12 @@ T.test("loss, backward, zero_grad; tensors as tokens; smaller batches reuse the 
   T.eq(mf.model.new(tiny()):loss({ tokens[2] }, { targets[2] }), one, "a smaller step after a larger one")
   model:zero_grad()
   T.eq(g[0], 0)
+  model:loss(tokens, targets)
+  model:free_activations()
+  T.raises(function() model:backward() end, "no loss to differentiate")
+  T.eq(model:loss(tokens, targets), loss, "a step after free_activations")
+  model:backward()
+  T.truthy(g[0] ~= 0, "gradient filled again")
 end)
 
 T.test("AdamW lowers the loss; clipping bounds the gradient norm", function()

@@ -527,11 +527,12 @@ local function finetune(_, opts)
   local run = prepare(o)
   print(string.format("finetune: %d steps of %d x %d rows of up to %d tokens, %s, %d trainable tensors", #run.plan.steps,
     o.batch_size, o.grad_accum, o.context_length,
-    o.lora and string.format("LoRA r=%d on a %s base", o.lora.r, o.lora.base_precision) or "full fine-tuning",
+    o.lora and string.format("LoRA r=%d, base in %s", o.lora.r, o.lora.base_precision) or "full fine-tuning",
     #run.trainable))
   resume(run)
   set_train(run.model, true)
   loop(run)
+  run.model:free_activations()  -- the tuned model lives on; a step's activations need not
   local history = run.state.history
   local handle = setmetatable({ model = run.model, tokenizer = run.tokenizer, history = history,
     base_path = type(o.model) == "string" and o.model or nil,

@@ -108,6 +108,9 @@ end
 
 function Model:backward() check(C.mf_model_backward(self.ptr), 2) end
 function Model:zero_grad() C.mf_model_zero_grad(self.ptr) end
+-- Frees what training steps keep between calls (the activations of the
+-- largest batch so far); for when training is over.
+function Model:free_activations() C.mf_model_free_activations(self.ptr) end
 
 function Model:param(name)
   return tensor.borrow(check_ptr(C.mf_model_param(self.ptr, name), 2), self)

@@ -294,6 +294,20 @@ local function cell_step(run, i, cell)
   return ok
 end
 
+-- Drops the results no cell after i uses, then collects: a model a cell
+-- made or used holds its memory in C, which the Lua collector does not see,
+-- so without this a finished cell's models outlive it.
+local function release_values(run, i)
+  local needed = {}
+  for k = i + 1, #run.recipe.cells do
+    for _, j in ipairs(run.recipe.cells[k].inputs) do needed[j] = true end
+  end
+  for j = 1, i do
+    if not needed[j] then run.values[j] = nil end
+  end
+  collectgarbage()
+end
+
 local function run_cells(run)
   for i, cell in ipairs(run.record.cells) do
     if host.interrupted() then
@@ -301,6 +315,7 @@ local function run_cells(run)
       return
     end
     if not cell_step(run, i, cell) then return end
+    release_values(run, i)
   end
   run.record.status = "success"
 end
