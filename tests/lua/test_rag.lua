@@ -110,6 +110,35 @@ T.test("chunks by tokens of a tokenizer", function()
   T.eq(chunks[#chunks].stop, #doc.text)
 end)
 
+-- 1 when s is well-formed UTF-8.
+local function valid_utf8(s)
+  local i = 1
+  while i <= #s do
+    local b, n = s:byte(i), 0
+    if b >= 0xf0 and b < 0xf8 then n = 3 elseif b >= 0xe0 then n = 2 elseif b >= 0xc2 then n = 1
+    elseif b >= 0x80 then return false end
+    for k = 1, n do
+      local c = s:byte(i + k)
+      if not c or c < 0x80 or c >= 0xc0 then return false end
+    end
+    i = i + n + 1
+  end
+  return true
+end
+
+T.test("token windows never split a character", function()
+  -- GPT-2's byte-level tokens cut these characters into pieces.
+  local tok = mf.tokenizer.load(ROOT .. "/tests/reference/golden/tokenizers/gpt2.json")
+  local doc = { path = "t.txt", text = "scale is alpha/√r, ±1/√in; γάμμα 日本語 🙂 done", headings = {} }
+  local chunks = rag.chunk({ doc }, { tokenizer = tok, size = 3, overlap = 1 })
+  T.truthy(#chunks >= 5, "several chunks")
+  for i, c in ipairs(chunks) do
+    T.truthy(valid_utf8(c.text), "chunk " .. i .. " is UTF-8: " .. c.text)
+    T.eq(doc.text:sub(c.start, c.stop), c.text, "chunk " .. i .. " offsets")
+  end
+  T.eq(chunks[#chunks].stop, #doc.text)
+end)
+
 T.test("BM25 matches rank-bm25 (BM25Okapi, k1 1.5, b 0.75)", function()
   local golden = json.decode(read(ROOT .. "/tests/reference/golden/rag/bm25.json"))
   for _, key in ipairs({ "plain", "stopwords" }) do

@@ -237,7 +237,7 @@ local function units(text, from, to, tok)
   local at = from
   for _, id in ipairs(tok:encode(piece, { add_special = false })) do
     local n = #tok:decode({ id })
-    out[#out + 1] = { at, math.min(at + n - 1, to), id = id }
+    out[#out + 1] = { at, math.min(at + n - 1, to) }
     at = at + n
   end
   return out
@@ -277,22 +277,25 @@ local function heading_finder(headings)
   end
 end
 
+-- 1 when byte i of text continues a UTF-8 character.
+local function continues(text, i)
+  local b = text:byte(i)
+  return b ~= nil and b >= 0x80 and b < 0xc0
+end
+
 -- Chunks of doc's text[from..to], windows of `size` units `overlap` apart.
+-- A byte-level token may hold part of a character, so a window's bytes are
+-- widened to whole characters: a chunk is always valid UTF-8 text.
 local function window_chunks(doc, from, to, opts, where, out)
-  local us = units(doc.text, from, to, opts.tokenizer)
+  local text = doc.text
+  local us = units(text, from, to, opts.tokenizer)
   local step = opts.size - opts.overlap
   for first = 1, #us, step do
     local last = math.min(first + opts.size - 1, #us)
     local start, stop = us[first][1], us[last][2]
-    local text
-    if opts.tokenizer then
-      local ids = {}
-      for i = first, last do ids[#ids + 1] = us[i].id end
-      text = opts.tokenizer:decode(ids)
-    else
-      text = doc.text:sub(start, stop)
-    end
-    out[#out + 1] = where(text, start, stop)
+    while start > from and continues(text, start) do start = start - 1 end
+    while stop < to and continues(text, stop + 1) do stop = stop + 1 end
+    out[#out + 1] = where(text:sub(start, stop), start, stop)
     if last == #us then break end
   end
 end
