@@ -115,59 +115,62 @@ static int pack_into(const mf_param *p, int form, unsigned char *dst) {
   return rc;
 }
 
-/* Rebuilds the values and packed blocks with parameter i in form want[i]
- * (KEEP, MF_GGML_F32, MF_GGML_BF16 or a block type). */
-static int relayout(mf_model *m, const int *want) {
-  int64_t nvalues = 0;
-  size_t npacked = 0;
-  for (int i = 0; i < m->nparams; i++) {
-    target t = target_of(&m->params[i], want[i]);
-    nvalues += t.f32 ? mf_tensor_numel(&m->params[i].value) : 0;
-    npacked += packed_bytes(&m->params[i], t.form);
-  }
-  /* The packed block is kept when no parameter's packed form changes. */
-  int same_packed = 1;
-  for (int i = 0; i < m->nparams; i++)
-    same_packed = same_packed && target_of(&m->params[i], want[i]).form == packed_form(&m->params[i]);
-  float *values = malloc((size_t)(nvalues > 0 ? nvalues : 1) * sizeof(float));
-  unsigned char *packed = same_packed ? m->packed : npacked ? malloc(npacked) : NULL;
-  if (!values || (npacked && !packed)) {
-    free(values);
-    if (!same_packed) free(packed);
-    return mf_fail("model: out of memory for %lld values and %zu packed bytes", (long long)nvalues, npacked);
-  }
-  /* Fill the new blocks from the old forms, then switch every parameter. */
-  float *next_value = values;
-  unsigned char *next_packed = packed;
+/* Writes every parameter's new form into the new blocks, reading the old
+ * ones (the packed block is reused as it is when `same_packed`). */
+static int fill_blocks(const mf_model *m, const int *want, float *values, unsigned char *packed, int same_packed) {
   for (int i = 0; i < m->nparams; i++) {
     const mf_param *p = &m->params[i];
     target t = target_of(p, want[i]);
     float *owned = NULL;
     const float *x = t.f32 ? mf_param_f32(p, &owned) : NULL;
-    int rc = (t.f32 && !x) || (!same_packed && t.form != KEEP && pack_into(p, t.form, next_packed)) ? -1 : 0;
-    if (x) memcpy(next_value, x, (size_t)mf_tensor_numel(&p->value) * sizeof(float));
+    int rc = (t.f32 && !x) || (!same_packed && t.form != KEEP && pack_into(p, t.form, packed)) ? -1 : 0;
+    if (x) memcpy(values, x, (size_t)mf_tensor_numel(&p->value) * sizeof(float));
     free(owned);
-    if (rc) {
-      free(values);
-      if (!same_packed) free(packed);
-      return -1;
-    }
-    next_value += t.f32 ? mf_tensor_numel(&p->value) : 0;
-    next_packed += packed_bytes(p, t.form);
+    if (rc) return -1;
+    values += t.f32 ? mf_tensor_numel(&p->value) : 0;
+    packed += packed_bytes(p, t.form);
   }
-  next_value = values;
-  next_packed = packed;
+  return 0;
+}
+
+/* Points every parameter at its place in the new blocks. */
+static void point_params(mf_model *m, const int *want, float *values, unsigned char *packed) {
   for (int i = 0; i < m->nparams; i++) {
     mf_param *p = &m->params[i];
     target t = target_of(p, want[i]);
     int quant = t.form != KEEP && t.form != MF_GGML_BF16;
     p->value.dtype = t.form == MF_GGML_BF16 ? MF_BF16 : MF_F32;
-    p->value.data = t.form == MF_GGML_BF16 ? (void *)next_packed : t.f32 ? next_value : NULL;
-    p->quant = quant ? next_packed : NULL;
+    p->value.data = t.form == MF_GGML_BF16 ? (void *)packed : t.f32 ? values : NULL;
+    p->quant = quant ? packed : NULL;
     p->quant_type = quant ? t.form : 0;
-    next_value += t.f32 ? mf_tensor_numel(&p->value) : 0;
-    next_packed += packed_bytes(p, t.form);
+    values += t.f32 ? mf_tensor_numel(&p->value) : 0;
+    packed += packed_bytes(p, t.form);
   }
+}
+
+/* Rebuilds the values and packed blocks with parameter i in form want[i]
+ * (KEEP, MF_GGML_F32, MF_GGML_BF16 or a block type). */
+static int relayout(mf_model *m, const int *want) {
+  int64_t nvalues = 0;
+  size_t npacked = 0;
+  int same_packed = 1;  /* no packed form changes: the packed block stays */
+  for (int i = 0; i < m->nparams; i++) {
+    target t = target_of(&m->params[i], want[i]);
+    nvalues += t.f32 ? mf_tensor_numel(&m->params[i].value) : 0;
+    npacked += packed_bytes(&m->params[i], t.form);
+    same_packed = same_packed && t.form == packed_form(&m->params[i]);
+  }
+  float *values = malloc((size_t)(nvalues > 0 ? nvalues : 1) * sizeof(float));
+  unsigned char *packed = same_packed ? m->packed : npacked ? malloc(npacked) : NULL;
+  int rc = !values || (npacked && !packed)
+               ? mf_fail("model: out of memory for %lld values and %zu packed bytes", (long long)nvalues, npacked)
+               : fill_blocks(m, want, values, packed, same_packed);
+  if (rc) {
+    free(values);
+    if (!same_packed) free(packed);
+    return -1;
+  }
+  point_params(m, want, values, packed);
   free(m->values);
   if (!same_packed) free(m->packed);
   m->values = values;
@@ -182,14 +185,23 @@ static int precision_form(const char *name) {
   return KEEP;
 }
 
-
 static int check_blocks(const mf_param *p, int form) {
-  if (form == MF_GGML_F32 || form == MF_GGML_BF16) return 0;
+  if (form == MF_GGML_BF16) return 0;
   int64_t in = cols_of(p);
   if (in % MFK_QBLOCK || in / MFK_QBLOCK > MF_QROW_BLOCKS_MAX)
     return mf_fail("set_base_precision: '%s' has %lld columns; %s blocks need a multiple of %d up to %d",
                    p->name, (long long)in, mf_ggml_type_name(form), MFK_QBLOCK, MFK_QBLOCK * MF_QROW_BLOCKS_MAX);
   return 0;
+}
+
+/* relayout with the layers' linear weights in base_form, the others in other_form. */
+static int relayout_as(mf_model *m, int base_form, int other_form) {
+  int *want = malloc((size_t)m->nparams * sizeof *want);
+  if (!want) return mf_fail("model: out of memory");
+  for (int i = 0; i < m->nparams; i++) want[i] = mf_is_base_weight(&m->params[i]) ? base_form : other_form;
+  int rc = relayout(m, want);
+  free(want);
+  return rc;
 }
 
 int mf_model_set_base_precision(mf_model *m, const char *precision) {
@@ -200,26 +212,14 @@ int mf_model_set_base_precision(mf_model *m, const char *precision) {
   if (m->lora && m->lora->merged)
     return mf_fail("set_base_precision: the LoRA adapters are merged into the base; unmerge them first");
   if (form == MF_GGML_F32) return mf_model_expand(m);
-  int *want = malloc((size_t)m->nparams * sizeof *want);
-  if (!want) return mf_fail("set_base_precision: out of memory");
-  int rc = 0;
-  for (int i = 0; rc == 0 && i < m->nparams; i++) {
-    want[i] = mf_is_base_weight(&m->params[i]) ? form : KEEP;
-    if (want[i] != KEEP) rc = check_blocks(&m->params[i], form);
-  }
-  if (rc == 0) rc = relayout(m, want);
-  free(want);
-  return rc;
+  for (int i = 0; i < m->nparams; i++)
+    if (mf_is_base_weight(&m->params[i]) && check_blocks(&m->params[i], form)) return -1;
+  return relayout_as(m, form, KEEP);
 }
 
-int mf_model_shrink(mf_model *m) {
-  int *want = malloc((size_t)m->nparams * sizeof *want);
-  if (!want) return mf_fail("model: out of memory");
-  for (int i = 0; i < m->nparams; i++) want[i] = KEEP;
-  int rc = relayout(m, want);
-  free(want);
-  return rc;
-}
+int mf_model_shrink(mf_model *m) { return relayout_as(m, KEEP, KEEP); }
+
+int mf_model_expand(mf_model *m) { return relayout_as(m, MF_GGML_F32, MF_GGML_F32); }
 
 const char *mf_model_base_precision(const mf_model *m) {
   const char *seen = NULL;
@@ -231,15 +231,6 @@ const char *mf_model_base_precision(const mf_model *m) {
     seen = s;
   }
   return seen ? seen : "f32";
-}
-
-int mf_model_expand(mf_model *m) {
-  int *want = malloc((size_t)m->nparams * sizeof *want);
-  if (!want) return mf_fail("model: out of memory");
-  for (int i = 0; i < m->nparams; i++) want[i] = MF_GGML_F32;
-  int rc = relayout(m, want);
-  free(want);
-  return rc;
 }
 
 int64_t mf_model_weight_bytes(const mf_model *m) {
