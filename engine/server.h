@@ -57,6 +57,8 @@ typedef struct srv_request {
   pthread_cond_t changed;
   char *text;            /* the reply so far: only text no stop string can take back */
   size_t text_len, text_cap;
+  size_t *piece_ends;    /* where each publishing of text ended: a stream's events */
+  int npieces, pieces_cap;
   int completion_tokens;
   const char *finish_reason;  /* NULL while generating */
   float *embeddings;     /* [ninputs, hidden_size] */

@@ -44,6 +44,7 @@ typedef struct stream {
   struct MHD_Connection *c;
   srv_request *r;
   size_t sent;      /* bytes of r->text already in events */
+  int piece;        /* the first of r's pieces not yet wholly sent */
   int started, ended;
   char *pending;    /* formatted events not yet handed over */
   size_t pending_len, pending_pos;
@@ -155,15 +156,19 @@ static void pend_json(stream *st, char *json) {
 }
 
 /* Formats the events for whatever the request added since the last call
- * (under the lock). */
+ * (under the lock): one per piece the scheduler published, as a token at a
+ * time comes, however many came since. */
 static void next_events(stream *st) {
   mf_server *s = st->s;
   srv_request *r = st->r;
   if (!st->started && r->endpoint == EP_CHAT) pend_json(st, srv_chunk_json(s, r, NULL, 0, CHUNK_ROLE));
   st->started = 1;
-  if (r->text_len > st->sent)
-    pend_json(st, srv_chunk_json(s, r, r->text + st->sent, r->text_len - st->sent, CHUNK_TEXT));
-  st->sent = r->text_len;
+  while (st->sent < r->text_len) {
+    while (st->piece < r->npieces && r->piece_ends[st->piece] <= st->sent) st->piece++;
+    size_t end = st->piece < r->npieces ? r->piece_ends[st->piece] : r->text_len;
+    pend_json(st, srv_chunk_json(s, r, r->text + st->sent, end - st->sent, CHUNK_TEXT));
+    st->sent = end;
+  }
   if (!r->finish_reason) return;
   int status;
   if (failed(r)) pend_json(st, failure_json(r, &status));

@@ -78,6 +78,7 @@ static void request_free(srv_request *r) {
   free(r->offsets);
   for (int i = 0; i < r->nstop; i++) free(r->stop[i]);
   free(r->text);
+  free(r->piece_ends);
   free(r->embeddings);
   free(r->error);
   json_decref(r->sources);

@@ -85,6 +85,7 @@ void *srv_sched_new(mf_server *s) {
 
 /* ---- publishing (under the server's lock) ---- */
 
+/* Appends text to the reply as one piece (one event of a stream). */
 static void publish(srv_request *r, const char *text, size_t n) {
   if (r->text_len + n + 1 > r->text_cap) {
     size_t cap = 2 * (r->text_len + n) + 64;
@@ -96,6 +97,14 @@ static void publish(srv_request *r, const char *text, size_t n) {
   memcpy(r->text + r->text_len, text, n);
   r->text_len += n;
   r->text[r->text_len] = 0;
+  if (r->npieces == r->pieces_cap) {
+    int cap = 2 * r->pieces_cap + 16;
+    size_t *grown = realloc(r->piece_ends, (size_t)cap * sizeof *grown);
+    if (!grown) return;  /* this piece joins the next event */
+    r->piece_ends = grown;
+    r->pieces_cap = cap;
+  }
+  r->piece_ends[r->npieces++] = r->text_len;
 }
 
 /* Hands the slot's text up to `upto` to the connection; reason, when set,

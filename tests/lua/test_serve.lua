@@ -144,6 +144,12 @@ T.test("streamed chat: OpenAI chunks whose deltas add up to the reply, then [DON
   T.eq(table.concat(pieces), want.choices[1].message.content)
   T.eq(finish, want.choices[1].finish_reason)
   T.eq(usage.completion_tokens, want.usage.completion_tokens)
+  -- One event per token as it is published, however fast they come (a
+  -- piece merges with the next only while it ends inside a character).
+  local texts = 0
+  for _, p in ipairs(pieces) do texts = texts + (p ~= "" and 1 or 0) end
+  T.truthy(texts >= usage.completion_tokens / 2,
+    string.format("%d text events for %d tokens", texts, usage.completion_tokens))
 end)
 
 T.test("streamed completion", function()
