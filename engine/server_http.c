@@ -86,9 +86,14 @@ static void wait_one_slice(pthread_cond_t *cond, pthread_mutex_t *lock) {
 }
 
 /* Waits up to one slice for r to change; cancels r when its client left. */
+/* Cancels r when its client has left. */
+static void check_gone(struct MHD_Connection *c, srv_request *r) {
+  if (!r->finish_reason && !r->cancelled && client_gone(c)) r->cancelled = 1;
+}
+
 static void wait_slice(mf_server *s, struct MHD_Connection *c, srv_request *r) {
   wait_one_slice(&r->changed, &s->lock);
-  if (!r->finish_reason && !r->cancelled && client_gone(c)) r->cancelled = 1;
+  check_gone(c, r);
 }
 
 /* ---- replies ---- */
@@ -187,6 +192,7 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max) {
     pthread_mutex_lock(&s->lock);
     while (st->started && st->r->text_len == st->sent && !st->r->finish_reason && !st->r->cancelled)
       wait_slice(s, st->c, st->r);
+    check_gone(st->c, st->r);  /* a fast reply never waits: look at every block too */
     int gone = st->r->cancelled && !st->r->finish_reason;
     if (!gone) next_events(st);
     pthread_mutex_unlock(&s->lock);

@@ -153,22 +153,26 @@ def leaving_client(url):
     full = post(url, "/v1/completions", dict(body, stream=False))
     if full["choices"][0]["finish_reason"] != "length":
         raise AssertionError("the reference reply ended early; pick another prompt")
-    before = metric(url, "moonforge_completion_tokens_total")
+    # The tiny model writes 200 tokens in about 0.1 s: on a loaded machine
+    # it can finish before the close reaches the server, hence three tries.
     u = urllib.parse.urlparse(url)
-    s = socket.create_connection((u.hostname, u.port))
     payload = json.dumps(body).encode()
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
-    s.recv(64)
-    s.close()
-    for _ in range(200):
-        if metric(url, "moonforge_active_sequences") == 0:
-            break
-        time.sleep(0.01)
-    used = metric(url, "moonforge_completion_tokens_total") - before
-    if used >= 200:
-        raise AssertionError("the stream of a client that left ran to the end")
-    print(f"a client that left after its first bytes used {used:.0f} of 200 tokens")
+    for _ in range(3):
+        before = metric(url, "moonforge_completion_tokens_total")
+        s = socket.create_connection((u.hostname, u.port))
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        s.recv(64)
+        s.close()
+        for _ in range(200):
+            if metric(url, "moonforge_active_sequences") == 0:
+                break
+            time.sleep(0.01)
+        used = metric(url, "moonforge_completion_tokens_total") - before
+        if used < 200:
+            print(f"a client that left after its first bytes used {used:.0f} of 200 tokens")
+            return
+    raise AssertionError("the stream of a client that left ran to the end three times")
 
 
 def hostile(url):
