@@ -19,6 +19,7 @@
  * turns up.
  */
 #include "cpu/common.h"
+#include "cpu/gemm.h"
 #include "cpu/gemm_bf16.h"
 
 #include <stdlib.h>
@@ -75,6 +76,78 @@ const mfk_bf16_ukernel *mfk_gemm_bf16_best_ukernel(void) {
 
 const char *mfk_gemm_bf16_isa(void) { return mfk_gemm_bf16_best_ukernel()->isa; }
 
+/* f32 to bf16, rounding to nearest even (a carry into the exponent is the
+ * right result too); a NaN stays a quiet NaN. */
+static uint32_t bf16_round(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+/* ---- few rows: the matrix-vector products of decoding ----
+ * With at most MFK_SMALL_M rows of C and op(B) = B^T (weights [N, K] as they
+ * lie), packing B would cost as much as the product. Each element of C is
+ * the dot product of a row of op(A), rounded to bf16, and a row of B, both
+ * widened to f32 (exactly), summed in 16 lanes over K, the lanes added by
+ * v16_sum, then the K % 16 tail in order. The products are exact, so a
+ * fused multiply-add gives the same bits as a separate one. This is not the
+ * blocked path's order, but it is fixed by the shape: threads take whole
+ * columns, and their count never changes the bits. */
+enum { SMALL_COLS = 16 };  /* columns of C per task */
+typedef uint16_t v16h __attribute__((vector_size(16 * sizeof(uint16_t))));
+
+typedef struct small_job {
+  int64_t M, N, K;
+  float alpha, beta;
+  const float *a;  /* op(A) rounded to bf16, [M, K] */
+  const uint16_t *B;
+  int64_t ldb;
+  float *C;
+  int64_t ldc;
+} small_job;
+
+MFK_SIMD static void small_columns(void *arg, int64_t t0, int64_t t1) {
+  const small_job *g = arg;
+  int64_t j1 = mfk_min(g->N, t1 * SMALL_COLS);
+  for (int64_t j = t0 * SMALL_COLS; j < j1; j++) {
+    const uint16_t *w = g->B + j * g->ldb;
+    for (int64_t i = 0; i < g->M; i++) {
+      const float *a = g->a + i * g->K;
+      v16 acc = { 0 };
+      int64_t k = 0;
+      for (; k + 16 <= g->K; k += 16) {
+        v16h bits;
+        memcpy(&bits, w + k, sizeof bits);
+        acc += V16(a + k) * (v16)(__builtin_convertvector(bits, v16u) << 16);
+      }
+      float sum = v16_sum(acc);
+      for (; k < g->K; k++) sum += a[k] * bf16_value(w[k]);
+      float r = g->alpha * sum, *c = g->C + i * g->ldc + j;
+      *c = g->beta != 0.0f ? fmaf(g->beta, *c, r) : r;
+    }
+  }
+}
+
+/* C = alpha op(A) B^T + beta C on the few-rows path; 0 (nothing done)
+ * without memory for the rounded A. */
+static int gemm_small_rows(mfk_pool *pool, int trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                           const uint16_t *A16, const float *A32, int64_t lda, const uint16_t *B, int64_t ldb,
+                           float beta, float *C, int64_t ldc) {
+  float *a = malloc((size_t)(M * K) * sizeof(float));
+  if (!a) return 0;
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t k = 0; k < K; k++) {
+      int64_t at = trans_a ? k * lda + i : i * lda + k;
+      a[i * K + k] = bf16_value(A32 ? bf16_round(A32[at]) : A16[at]);
+    }
+  small_job g = { .M = M, .N = N, .K = K, .alpha = alpha, .beta = beta, .a = a, .B = B, .ldb = ldb,
+                  .C = C, .ldc = ldc };
+  mfk_parallel_for(pool, mfk_ceil_div(N, SMALL_COLS), small_columns, &g);
+  free(a);
+  return 1;
+}
+
 /* ---- driver ---- */
 typedef struct bf16_job {
   const mfk_bf16_ukernel *uk;
@@ -93,14 +166,6 @@ typedef struct bf16_job {
   int64_t strips_per_task, row_tasks, col_parts;
 } bf16_job;
 
-/* f32 to bf16, rounding to nearest even (a carry into the exponent is the
- * right result too); a NaN stays a quiet NaN. */
-static uint32_t bf16_round(float x) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
-  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
 
 /* op(A)[i, k] and op(B)[k, j] as bf16 bits; zero at k = K (odd K's padding). */
 static uint32_t a_bits(const bf16_job *g, int64_t i, int64_t k) {
@@ -204,6 +269,9 @@ void mfk_gemm_bf16_using(const mfk_bf16_ukernel *uk, mfk_pool *pool, int trans_a
     mfk_gemm(pool, trans_a, trans_b, M, N, 0, 0.0f, NULL, 1, NULL, 1, beta, C, ldc);
     return;
   }
+  if (M <= MFK_SMALL_M && trans_b &&
+      gemm_small_rows(pool, trans_a, M, N, K, alpha, A16, A32, lda, B, ldb, beta, C, ldc))
+    return;
   bf16_job g = { .uk = uk, .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K,
                  .alpha = alpha, .beta = beta, .A16 = A16, .A32 = A32, .B = B, .lda = lda,
                  .ldb = ldb, .ldc = ldc, .C = C };

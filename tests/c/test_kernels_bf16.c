@@ -190,6 +190,7 @@ int main(void) {
     { 0, 0, 15, 33, 18, 0.5f, 1.5f },   { 0, 0, 29, 70, 1601, 1.0f, 1.0f }, /* 3 K blocks, odd K */
     { 0, 0, 3, 700, 40, 1.0f, 0.0f },   /* split columns, 2 column blocks */
     { 0, 0, 50, 1100, 9, -2.0f, 0.5f }, /* 3 column blocks */
+    { 0, 0, 5, 37, 1603, 0.5f, 1.5f },  /* few rows (the decoding path with op(B) = B^T), K tail */
   };
   const bf16_case mixed_shapes[] = {
     { 0, 0, 15, 33, 17, 1.0f, 0.0f }, { 0, 0, 30, 100, 800, 0.5f, 1.0f },
@@ -214,6 +215,7 @@ int main(void) {
     }
     check_bits(kernels[u], (bf16_case){ 0, 1, 300, 290, 801, 1.0f, 0.5f });
     check_bits(kernels[u], (bf16_case){ 1, 0, 15, 900, 30, 1.0f, 0.0f });
+    check_bits(kernels[u], (bf16_case){ 1, 1, 6, 300, 1001, 1.0f, 0.5f });  /* few rows */
   }
 #if defined(__x86_64__)
   if (machine_runs(&mfk_bf16_ukernel_avx512)) check_paths_agree(pool);
