@@ -2,6 +2,7 @@
 --   local G = require "golden"
 --   local ref = G.open(path)          -- ref(key) -> mf_tensor* (asserts it exists)
 --   G.floats(t) -> const float *, n   G.rows(t) -> Lua rows of an int32 [B, T] tensor
+--   G.relerr(a, b, n) -> max|a - b| / max|b| over n floats
 local ffi = require "ffi"
 local engine = require "moonforge.engine"
 
@@ -28,6 +29,15 @@ function G.rows(t)
     for i = 1, n do rows[b][i] = p[(b - 1) * n + i - 1] end
   end
   return rows
+end
+
+function G.relerr(a, b, n)
+  local diff, scale = 0, 0
+  for i = 0, n - 1 do
+    diff = math.max(diff, math.abs(a[i] - b[i]))
+    scale = math.max(scale, math.abs(b[i]))
+  end
+  return diff / scale
 end
 
 return G

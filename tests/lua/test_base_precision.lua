@@ -3,6 +3,7 @@
 -- values in f32, carry LoRA training, expand back for merging and saving,
 -- and refuse what they cannot do.
 local T = require "testing"
+local G = require "golden"
 local ffi = require "ffi"
 local mf = require "moonforge"
 local engine = require "moonforge.engine"
@@ -16,15 +17,7 @@ local targets = { { 17, 33, 2, 90, 41, 8, 60, 9 }, { 3, 77, 54, 19, 26, 71, 1, 4
 
 local function floats(t) return ffi.cast("float *", tensor.data(t)), tensor.numel(t) end
 
--- max|a - b| / max|b| over n floats.
-local function relerr(a, b, n)
-  local diff, scale = 0, 0
-  for i = 0, n - 1 do
-    diff = math.max(diff, math.abs(a[i] - b[i]))
-    scale = math.max(scale, math.abs(b[i]))
-  end
-  return diff / scale
-end
+local relerr = G.relerr
 
 local function logits(m)
   local x, n = floats(m:forward(tokens))

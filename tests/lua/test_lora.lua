@@ -18,15 +18,7 @@ local BASE = golden .. "models/llama_gqa"
 local function floats(t) return ffi.cast("float *", tensor.data(t)), tensor.numel(t) end
 local function bytes(t) return ffi.string(tensor.data(t), tensor.numel(t) * 4) end
 
--- max|a - b| / max|b| over n floats.
-local function relerr(a, b, n)
-  local diff, scale = 0, 0
-  for i = 0, n - 1 do
-    diff = math.max(diff, math.abs(a[i] - b[i]))
-    scale = math.max(scale, math.abs(b[i]))
-  end
-  return diff / scale
-end
+local relerr = G.relerr
 
 local function maxdiff(a, b, n)
   local d = 0

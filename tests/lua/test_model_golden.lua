@@ -14,15 +14,7 @@ local C = engine.C
 local root = os.getenv("MF_SOURCE_DIR") or "."
 local golden_dir = root .. "/tests/reference/golden/models/"
 
--- max|a - b| / max|b| over n floats.
-local function relerr(a, b, n)
-  local diff, scale = 0, 0
-  for i = 0, n - 1 do
-    diff = math.max(diff, math.abs(a[i] - b[i]))
-    scale = math.max(scale, math.abs(b[i]))
-  end
-  return diff / scale
-end
+local relerr = G.relerr
 
 local function floats(t) return ffi.cast("const float *", tensor.data(t)), tensor.numel(t) end
 
