@@ -225,4 +225,44 @@ T.test("a run of hello.lua records a notebook with every cell", function()
   T.eq(host.kind(run_dir .. "/artifacts/fit.csv"), "file")
 end)
 
+-- Models hold their memory in C, which the Lua collector does not count:
+-- a finished cell's values must be let go and collected before the next
+-- cell runs. Userdata with __gc stand in for them here.
+T.test("values no later cell uses are freed after each cell", function()
+  local probe = { collected = {} }
+  package.loaded["release_probe"] = probe
+  local Held = { __mf_cache_save = function() return { kind = "release-probe" } end }
+  Held.__index = Held
+  probe.Held = Held
+  cache.register_loader("release-probe", function() return setmetatable({}, Held) end)
+  local text = [[
+local mf = require "moonforge"
+local probe = require "release_probe"
+local function tracked(name)
+  local p = newproxy(true)
+  getmetatable(p).__gc = function() probe.collected[name] = true end
+  return p
+end
+local r = mf.recipe{ name = "release" }
+r:cell("model", function(ctx) return setmetatable({ p = tracked("result") }, probe.Held) end)
+r:cell("scratch", function(ctx) local p = tracked("local") return 1 end)
+r:cell("use", { uses = { "model" } }, function(ctx, m)
+  assert(probe.collected["local"], "a cell's locals outlived it")
+  return 2
+end)
+r:cell("after", function(ctx)
+  assert(probe.collected["result"], "a result no later cell uses outlived its last user")
+  return 3
+end)
+return r
+]]
+  local path = write(dir .. "/release.lua", text)
+  local r = T.truthy(recipe.load(path))
+  local options = { params = r.params, runs_dir = dir .. "/runs", cache_root = dir .. "/release-cache" }
+  options.plan = assert(runner.plan(r, text, options))
+  local record, status = runner.execute(r, text, path, options)
+  T.eq(status, 0, "the run (its failing cell printed its assertion)")
+  T.eq(record.status, "success")
+end)
+
 return T.done()
