@@ -360,7 +360,6 @@ static void layout_train(mf_model *m, mf_carver *c, int64_t rows) {
   A->ffn_scratch = mf_take(c, m->layers[0].ffn.ops->scratch_floats(cfg, rows));
 }
 
-/* Makes the arena hold rows tokens; smaller steps reuse a larger layout. */
 void mf_model_free_activations(mf_model *m) {
   mf_train_arena *A = &m->arena;
   free(A->block);
@@ -372,6 +371,7 @@ void mf_model_free_activations(mf_model *m) {
   mf_lora_release(m->lora);
 }
 
+/* Makes the arena hold rows tokens; smaller steps reuse a larger layout. */
 static int reserve_train(mf_model *m, int64_t rows) {
   mf_train_arena *A = &m->arena;
   if (rows <= A->cap_rows) return 0;
