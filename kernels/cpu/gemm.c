@@ -65,7 +65,7 @@ static void ukernel_generic(int64_t kc, const float *a, const float *b, float *c
     }
 }
 
-const mfk_ukernel mfk_ukernel_generic = { "generic", GENERIC_MR, GENERIC_NR, ukernel_generic, NULL };
+const mfk_ukernel mfk_ukernel_generic = { "generic", GENERIC_MR, GENERIC_NR, ukernel_generic, NULL, NULL };
 
 const mfk_ukernel *mfk_gemm_best_ukernel(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -140,12 +140,12 @@ static void pack_a(const gemm_job *g, int64_t i0, int64_t rows, int64_t pc, int6
   else pack_a_portable(g->uk->mr, g->trans_a, a, g->lda, rows, kc, out);
 }
 
-/* Packs columns [j0, j0+cols) of op(B), K range [pc, pc+kc), zero-padded to NR columns. */
-static void pack_b(const gemm_job *g, int64_t j0, int64_t cols, int64_t pc, int64_t kc, float *out) {
-  const int nr = g->uk->nr;
-  if (!g->trans_b) {
+/* The portable packing of columns [j0, j0+cols) of op(B), K range [pc, pc+kc). */
+static void pack_b_portable(int nr, int trans, const float *b, int64_t ldb, int64_t cols, int64_t kc,
+                            float *out) {
+  if (!trans) {
     for (int64_t k = 0; k < kc; k++) {
-      const float *src = g->B + (pc + k) * g->ldb + j0;
+      const float *src = b + k * ldb;
       float *dst = out + k * nr;
       for (int64_t j = 0; j < cols; j++) dst[j] = src[j];
       for (int64_t j = cols; j < nr; j++) dst[j] = 0.0f;
@@ -153,11 +153,18 @@ static void pack_b(const gemm_job *g, int64_t j0, int64_t cols, int64_t pc, int6
     return;
   }
   for (int64_t j = 0; j < cols; j++) {
-    const float *src = g->B + (j0 + j) * g->ldb + pc;
+    const float *src = b + j * ldb;
     for (int64_t k = 0; k < kc; k++) out[k * nr + j] = src[k];
   }
   for (int64_t j = cols; j < nr; j++)
     for (int64_t k = 0; k < kc; k++) out[k * nr + j] = 0.0f;
+}
+
+/* Packs columns [j0, j0+cols) of op(B), K range [pc, pc+kc), zero-padded to NR columns. */
+static void pack_b(const gemm_job *g, int64_t j0, int64_t cols, int64_t pc, int64_t kc, float *out) {
+  const float *b = g->trans_b ? g->B + j0 * g->ldb + pc : g->B + pc * g->ldb + j0;
+  if (g->uk->pack_b) g->uk->pack_b(g->trans_b, b, g->ldb, cols, kc, out);
+  else pack_b_portable(g->uk->nr, g->trans_b, b, g->ldb, cols, kc, out);
 }
 
 /* Item t: strip t % (nc_max / NR) of the group's panel t / (nc_max / NR). */

@@ -36,5 +36,5 @@ static void ukernel_6x16(int64_t kc, const float *a, const float *b, float *c, i
   }
 }
 
-const mfk_ukernel mfk_ukernel_avx2 = { "avx2", MR, NR, ukernel_6x16, NULL };
+const mfk_ukernel mfk_ukernel_avx2 = { "avx2", MR, NR, ukernel_6x16, NULL, NULL };
 #endif
