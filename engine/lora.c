@@ -17,8 +17,9 @@
  * f32 when merged or unmerged (mf_model_expand), and the sum is f32.
  *
  * Adapter activations: each adapter keeps h = dropout(x) A^T [rows, r] and
- * its dropout mask (one bit an input) for backward; the dropped input and
- * dh are scratch shared by all adapters.
+ * its dropout mask (one bit an input) for backward; dh is scratch shared by
+ * all adapters. The low-rank kernels apply the mask as they read x, so the
+ * dropped input is never written out.
  */
 #include "model.h"
 #include "internal.h"
@@ -122,15 +123,19 @@ int mf_model_add_lora(mf_model *m, const mf_lora_opts *o) {
     find_weights(m, mask, weights);
     for (int i = 0; i < n; i++) total += o->r * (weights[i]->value.shape[0] + weights[i]->value.shape[1]);
     s->values = malloc((size_t)total * sizeof(float));
+    int64_t max_out = 0;
+    for (int i = 0; i < n; i++)
+      if (weights[i]->value.shape[0] > max_out) max_out = weights[i]->value.shape[0];
+    s->bt = malloc((size_t)(o->r * max_out) * sizeof(float));
   }
-  if (!s || !weights || !s->values) {
+  if (!s || !weights || !s->values || !s->bt) {
     free(weights);
     mf_lora_free(s);
     return mf_fail("add_lora: out of memory for %lld adapter values", (long long)total);
   }
   *s = (mf_lora_set){.r = o->r, .alpha = o->alpha, .dropout = o->dropout, .rslora = o->rslora, .seed = o->seed,
                      .targets = mask, .nadapters = n, .nparams = 2 * n, .adapters = s->adapters,
-                     .params = s->params, .values = s->values};
+                     .params = s->params, .values = s->values, .bt = s->bt};
   float scale = (float)(o->rslora ? o->alpha / sqrt(o->r) : o->alpha / o->r);
   float *next = s->values;
   for (int i = 0; i < n; i++) {
@@ -143,7 +148,6 @@ int mf_model_add_lora(mf_model *m, const mf_lora_opts *o) {
     next += o->r * (in + out);
     init_adapter(a, o->seed);
     w->lora = a;
-    if (in > s->max_in) s->max_in = in;
   }
   free(weights);
   set_frozen_base(m, 1);
@@ -167,6 +171,7 @@ void mf_lora_free(mf_lora_set *s) {
   free(s->adapters);
   free(s->params);
   free(s->values);
+  free(s->bt);
   free(s->block);
   free(s->keep_bits);
   free(s);
@@ -200,10 +205,10 @@ void mf_model_set_train(mf_model *m, int on) { m->training = on != 0; }
 /* An adapter's dropout mask over rows x in inputs, in 64-bit words. */
 static int64_t mask_words(const mf_lora *a, int64_t rows) { return (rows * a->a->value.shape[1] + 63) / 64; }
 
-/* Sizes the buffers for rows tokens: every adapter's h, the shared scratch
- * and, with dropout, every adapter's mask (kept from forward to backward). */
+/* Sizes the buffers for rows tokens: every adapter's h, the shared dh and,
+ * with dropout, every adapter's mask (kept from forward to backward). */
 static int reserve_rows(mf_lora_set *s, int64_t rows) {
-  int64_t floats = rows * (s->nadapters * (int64_t)s->r + s->max_in + s->r), words = 0;
+  int64_t floats = rows * (s->nadapters * (int64_t)s->r + s->r), words = 0;
   if (s->dropout > 0)
     for (int i = 0; i < s->nadapters; i++) words += mask_words(&s->adapters[i], rows);
   free(s->block);
@@ -219,8 +224,7 @@ static int reserve_rows(mf_lora_set *s, int64_t rows) {
     s->adapters[i].keep = bits;
     if (bits) bits += mask_words(&s->adapters[i], rows);
   }
-  s->xd = s->block + s->nadapters * rows * s->r;
-  s->dh = s->xd + rows * s->max_in;
+  s->dh = s->block + s->nadapters * rows * s->r;
   s->cap_rows = rows;
   return 0;
 }
@@ -245,42 +249,38 @@ static void draw_mask(mfk_pool *pool, const mf_lora *a, int64_t rows) {
                    (uint32_t)lround(s->dropout * 65536));
 }
 
-static float keep_scale(const mf_lora *a) { return (float)(1 / (1 - a->set->dropout)); }
+/* The mask and scale dropout applies to the adapter's input in this pass. */
+static const uint64_t *mask_of(const mf_lora *a) { return a->set->dropout_on ? a->keep : NULL; }
 
-static void dropout(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t rows) {
-  mfk_masked_scale(pool, y, x, a->keep, keep_scale(a), rows * a->a->value.shape[1]);
+static float input_scale(const mf_lora *a) {
+  return a->set->dropout_on ? (float)(1 / (1 - a->set->dropout)) : 1.0f;
+}
+
+/* B^T [r, out] in the set's scratch: the kernels take factors by rows. */
+static const float *b_transposed(const mf_lora *a) {
+  int64_t r = a->set->r, out = a->b->value.shape[0];
+  const float *b = mf_pv(a->b);
+  float *bt = a->set->bt;
+  for (int64_t o = 0; o < out; o++)
+    for (int64_t j = 0; j < r; j++) bt[j * out + o] = b[o * r + j];
+  return bt;
 }
 
 void mf_lora_fwd(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t rows) {
-  const mf_lora_set *s = a->set;
-  int64_t r = s->r, in = a->a->value.shape[1], out = a->b->value.shape[0];
-  if (s->dropout_on) {
-    draw_mask(pool, a, rows);
-    dropout(pool, s->xd, x, a, rows);
-    x = s->xd;
-  }
-  mfk_gemm(pool, 0, 1, rows, r, in, 1.0f, x, in, mf_pv(a->a), in, 0.0f, a->h, r);
-  mfk_gemm(pool, 0, 1, rows, out, r, a->scale, a->h, r, mf_pv(a->b), r, 1.0f, y, out);
+  int64_t r = a->set->r, in = a->a->value.shape[1], out = a->b->value.shape[0];
+  if (a->set->dropout_on) draw_mask(pool, a, rows);
+  mfk_lowrank_down(pool, a->h, x, mask_of(a), mf_pv(a->a), rows, in, r, input_scale(a));
+  mfk_lowrank_up(pool, y, a->h, b_transposed(a), NULL, rows, out, r, a->scale);
 }
 
 void mf_lora_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, const mf_lora *a, int64_t rows) {
   const mf_lora_set *s = a->set;
   int64_t r = s->r, in = a->a->value.shape[1], out = a->b->value.shape[0];
-  /* dh = scale dy B; dB += scale dy^T h; dA += dh^T dropout(x) */
-  mfk_gemm(pool, 0, 0, rows, r, out, a->scale, dy, out, mf_pv(a->b), r, 0.0f, s->dh, r);
-  if (mf_pg(a->b)) mfk_gemm(pool, 1, 0, out, r, rows, a->scale, dy, out, a->h, r, 1.0f, mf_pg(a->b), r);
-  if (s->dropout_on) {
-    dropout(pool, s->xd, x, a, rows);
-    x = s->xd;
-  }
-  if (mf_pg(a->a)) mfk_gemm(pool, 1, 0, r, in, rows, 1.0f, s->dh, r, x, in, 1.0f, mf_pg(a->a), in);
-  /* dx += dropout'(dh A): through forward's mask */
-  if (!s->dropout_on) {
-    mfk_gemm(pool, 0, 0, rows, in, r, 1.0f, s->dh, r, mf_pv(a->a), in, 1.0f, dx, in);
-    return;
-  }
-  mfk_gemm(pool, 0, 0, rows, in, r, 1.0f, s->dh, r, mf_pv(a->a), in, 0.0f, s->xd, in);
-  mfk_masked_axpy(pool, dx, s->xd, a->keep, keep_scale(a), rows * in);
+  /* dh = scale dy B; dB += scale dy^T h; dA += dh^T dropout(x); dx += dropout'(dh A) */
+  mfk_lowrank_down(pool, s->dh, dy, NULL, b_transposed(a), rows, out, r, a->scale);
+  if (mf_pg(a->b)) mfk_lowrank_grad(pool, mf_pg(a->b), 1, r, a->h, dy, NULL, rows, out, r, a->scale);
+  if (mf_pg(a->a)) mfk_lowrank_grad(pool, mf_pg(a->a), in, 1, s->dh, x, mask_of(a), rows, in, r, input_scale(a));
+  mfk_lowrank_up(pool, dx, s->dh, mf_pv(a->a), mask_of(a), rows, in, r, input_scale(a));
 }
 
 /* ---- merging ---- */

@@ -252,9 +252,10 @@ typedef struct mf_lora_set {
   int merged;           /* B A is folded into the weights: adapters off */
   int dropout_on;       /* the running pass applies dropout */
   uint64_t pass;        /* keys this pass's dropout masks */
-  int64_t cap_rows, max_in;
-  float *block;         /* every adapter's h, then the scratch below */
-  float *xd, *dh;       /* [rows, max_in] and [rows, r] */
+  int64_t cap_rows;
+  float *block;         /* every adapter's h, then dh [rows, r], scratch */
+  float *dh;
+  float *bt;            /* [r, largest out] scratch: the running adapter's B^T */
   uint64_t *keep_bits;  /* every adapter's dropout mask, with dropout */
 } mf_lora_set;
 

@@ -1,6 +1,6 @@
 /*
- * Elementwise arithmetic, dropout (masks drawn from a counter-based stream,
- * applied by masked scaling), bias and the sum of squares.
+ * Elementwise arithmetic, dropout masks (drawn from a counter-based stream;
+ * the low-rank kernels apply them), bias and the sum of squares.
  *
  * The sum of squares runs over fixed MFK_BLOCK-element blocks, each summed in
  * eight interleaved double lanes (a fixed order the compiler can vectorise),
@@ -45,70 +45,6 @@ MFK_SIMD static void scale_range(void *arg, int64_t i0, int64_t i1) {
 void mfk_scale(mfk_pool *pool, float *x, float alpha, int64_t n) {
   elem_args e = { .y = x, .alpha = alpha };
   mfk_parallel_for_elems(pool, n, scale_range, &e);
-}
-
-typedef struct mask_args {
-  float *y;
-  const float *x;
-  const uint64_t *keep;
-  int64_t n;
-  float scale;
-} mask_args;
-
-/* Keeps *p a rounded product: GCC would otherwise contract a product that
- * feeds an addition into an FMA, in the clones that have one. The empty asm
- * hides *p from the optimiser. (Through a pointer: returning a v16 from the
- * baseline clone would change the ABI.) */
-MFK_INLINE void round_apart(v16 *p) { __asm__("" : "+m"(*p)); }
-
-/* The 64 elements of one mask word: y = x * m, or y += x * m. Lane j of
- * chunk c tests bit 16 c + j against its own bit; the comparison gives all
- * ones, which keeps scale's bits (m = scale), or zero (m = +0). */
-MFK_INLINE void masked_word(float *y, const float *x, uint64_t bits, const v16i *scale, int accumulate) {
-  const v16i lane_bit = { 1 << 0, 1 << 1, 1 << 2,  1 << 3,  1 << 4,  1 << 5,  1 << 6,  1 << 7,
-                          1 << 8, 1 << 9, 1 << 10, 1 << 11, 1 << 12, 1 << 13, 1 << 14, 1 << 15 };
-  for (int c = 0; c < 4; c++) {
-    v16i kept = (lane_bit & (int32_t)(bits >> 16 * c & 0xffff)) != 0;
-    v16 p = V16(x + 16 * c) * (v16)(*scale & kept);
-    if (accumulate) {
-      round_apart(&p);
-      V16(y + 16 * c) += p;
-    } else {
-      V16(y + 16 * c) = p;
-    }
-  }
-}
-
-/* Words [w0, w1) of the mask: 64 elements each, the last one partial (run
- * through zero-padded copies). */
-MFK_INLINE void masked_words(const mask_args *arg, int64_t w0, int64_t w1, int accumulate) {
-  const mask_args e = *arg;
-  const v16i scale = (v16i)((v16){ 0 } + e.scale);
-  for (int64_t w = w0; w < w1; w++) {
-    int64_t i0 = w * 64, n = mfk_min(e.n - i0, 64);
-    if (n == 64) {
-      masked_word(e.y + i0, e.x + i0, e.keep[w], &scale, accumulate);
-      continue;
-    }
-    float y[64] = { 0 }, x[64] = { 0 };
-    memcpy(x, e.x + i0, (size_t)n * sizeof *x);
-    memcpy(y, e.y + i0, (size_t)n * sizeof *y);
-    masked_word(y, x, e.keep[w], &scale, accumulate);
-    memcpy(e.y + i0, y, (size_t)n * sizeof *y);
-  }
-}
-
-MFK_SIMD static void masked_scale_words(void *arg, int64_t w0, int64_t w1) { masked_words(arg, w0, w1, 0); }
-MFK_SIMD static void masked_axpy_words(void *arg, int64_t w0, int64_t w1) { masked_words(arg, w0, w1, 1); }
-
-void mfk_masked_scale(mfk_pool *pool, float *y, const float *x, const uint64_t *keep, float scale, int64_t n) {
-  mask_args e = { .y = y, .x = x, .keep = keep, .n = n, .scale = scale };
-  mfk_parallel_for(pool, mfk_ceil_div(n, 64), masked_scale_words, &e);
-}
-
-void mfk_masked_axpy(mfk_pool *pool, float *y, const float *x, const uint64_t *keep, float scale, int64_t n) {
-  mask_args e = { .y = y, .x = x, .keep = keep, .n = n, .scale = scale };
-  mfk_parallel_for(pool, mfk_ceil_div(n, 64), masked_axpy_words, &e);
 }
 
 typedef uint64_t u64x8 __attribute__((vector_size(8 * sizeof(uint64_t))));

@@ -121,17 +121,27 @@ void mfk_embedding_fwd(mfk_pool *pool, float *out, const float *table, const int
 void mfk_embedding_bwd(mfk_pool *pool, float *dtable, const float *dout, const int32_t *ids,
                        int64_t n, int64_t d);
 
+/* ---- products with a low-rank factor (LoRA adapters) ----
+ * X [rows, n] is the big operand, r the small rank. keep, where not NULL, is
+ * a dropout mask over X (bit i * n + c for X[i, c], as mfk_dropout_mask
+ * draws it): masked-out elements count as zero. Each reads X once; the
+ * thread count never changes the bits. */
+/* out[i, j] = alpha * sum_c keep(X)[i, c] V[j, c]: V [r, n], out [rows, r]. */
+void mfk_lowrank_down(mfk_pool *pool, float *out, const float *X, const uint64_t *keep, const float *V,
+                      int64_t rows, int64_t n, int64_t r, float alpha);
+/* Y[i, c] += alpha * sum_j H[i, j] V[j, c], only where keep has (i, c):
+ * H [rows, r], V [r, n], Y [rows, n]. */
+void mfk_lowrank_up(mfk_pool *pool, float *Y, const float *H, const float *V, const uint64_t *keep,
+                    int64_t rows, int64_t n, int64_t r, float alpha);
+/* G(j, c) += alpha * sum_i H[i, j] keep(X)[i, c], summed in row order, with
+ * G(j, c) at G[j * g_j + c * g_c]: H [rows, r]. */
+void mfk_lowrank_grad(mfk_pool *pool, float *G, int64_t g_j, int64_t g_c, const float *H, const float *X,
+                      const uint64_t *keep, int64_t rows, int64_t n, int64_t r, float alpha);
+
 /* ---- elementwise and reductions ---- */
 void mfk_add(mfk_pool *pool, float *y, const float *a, const float *b, int64_t n); /* y = a + b */
 void mfk_axpy(mfk_pool *pool, float *y, float alpha, const float *x, int64_t n);  /* y += alpha*x */
 void mfk_scale(mfk_pool *pool, float *x, float alpha, int64_t n);                /* x *= alpha */
-/* y[i] = x[i] * scale where bit i of keep (bit i % 64 of word i / 64) is
- * set, else x[i] * 0: dropout through a stored mask. y may be x. */
-void mfk_masked_scale(mfk_pool *pool, float *y, const float *x, const uint64_t *keep, float scale, int64_t n);
-/* y[i] += (x[i] * scale or x[i] * 0, by bit i of keep), the product rounded
- * before the addition: mfk_masked_scale then mfk_axpy with alpha 1 in one
- * pass, with the same bits. */
-void mfk_masked_axpy(mfk_pool *pool, float *y, const float *x, const uint64_t *keep, float scale, int64_t n);
 /* Counter-based random numbers: mfk_rng_at(key, i) is draw i of the stream
  * key (the engine's mf_rng_at). Two rounds of splitmix64's finalizer, the
  * second keyed by the stream, make neighbouring counters independent. Inline
@@ -144,7 +154,7 @@ static inline uint64_t mfk_mix64(uint64_t z) {
 static inline uint64_t mfk_rng_at(uint64_t key, uint64_t index) {
   return mfk_mix64(mfk_mix64(key + index * 0x9e3779b97f4a7c15ULL) ^ key);
 }
-/* A dropout mask of nwords 64-bit words for mfk_masked_scale: bit i of word
+/* A dropout mask of nwords 64-bit words (see mfk_lowrank_down): bit i of word
  * w is set (kept) when 16-bit field i % 4 (bits 16 f .. 16 f + 15 for field
  * f) of mfk_rng_at(key, 16 w + i / 4) is at least cut, which keeps an
  * element with probability 1 - cut / 2^16. */

@@ -1,8 +1,8 @@
-/* The dropout kernels against plain scalar references, bit for bit, on
- * pools of 1, 2 and 3 threads and on lengths that end in a partial mask
- * word: the counter-based hash (pinned to known values, since checkpoints
- * and resumed runs depend on every mask it draws), mfk_dropout_mask,
- * mfk_masked_scale and mfk_masked_axpy. */
+/* The dropout mask against a plain scalar reference, bit for bit, on pools
+ * of 1, 2 and 3 threads and on lengths that end in a partial mask word: the
+ * counter-based hash (pinned to known values, since checkpoints and resumed
+ * runs depend on every mask it draws) and mfk_dropout_mask. (The low-rank
+ * kernels' tests cover applying a mask.) */
 #include "kernel_testing.h"
 
 static const int64_t lengths[] = { 1, 37, 64, 1000, 64 * 300 + 17 };
@@ -71,63 +71,8 @@ static void test_mask(void) {
   free(got);
 }
 
-/* The multiplier of element i: scale where kept, else 0 (as dropout by a
- * stored mask always computed it). */
-static float multiplier(const uint64_t *keep, int64_t i, float scale) {
-  return (float)(keep[i / 64] >> i % 64 & 1) * scale;
-}
-
-static int same_floats(const float *a, const float *b, int64_t n) {
-  return !memcmp(a, b, (size_t)n * sizeof *a);
-}
-
-static void test_masked(void) {
-  int64_t most = lengths[NLENGTHS - 1];
-  uint64_t *keep = malloc((size_t)words_of(most) * sizeof *keep);
-  mfk_dropout_mask(NULL, keep, words_of(most), 7, 3277);
-  float scale = (float)(1 / (1 - 0.05)), *x = kt_random(most, 3.0f), *y0 = kt_random(most, 1.0f);
-  x[5] = INFINITY; /* dropped or not, as x * multiplier gives it */
-  x[6] = NAN;
-  keep[0] &= ~(1ull << 5);
-  float *want = malloc((size_t)most * sizeof *want), *got = malloc((size_t)most * sizeof *got);
-  for (int threads = 1; threads <= 3; threads++) {
-    mfk_pool *pool = mfk_pool_new(threads);
-    for (int k = 0; k < NLENGTHS; k++) {
-      int64_t n = lengths[k];
-      for (int64_t i = 0; i < n; i++) want[i] = x[i] * multiplier(keep, i, scale);
-      mfk_masked_scale(pool, got, x, keep, scale, n);
-      KT_CHECK(same_floats(got, want, n), "masked_scale of %lld, %d threads", (long long)n, threads);
-      memcpy(got, x, (size_t)n * sizeof *got);
-      mfk_masked_scale(pool, got, got, keep, scale, n);
-      KT_CHECK(same_floats(got, want, n), "masked_scale of %lld in place, %d threads", (long long)n, threads);
-
-      for (int64_t i = 0; i < n; i++) {
-        float product = x[i] * multiplier(keep, i, scale);
-        want[i] = y0[i] + product;
-      }
-      memcpy(got, y0, (size_t)n * sizeof *got);
-      mfk_masked_axpy(pool, got, x, keep, scale, n);
-      KT_CHECK(same_floats(got, want, n), "masked_axpy of %lld, %d threads", (long long)n, threads);
-      /* the two passes it replaces */
-      float *scaled = malloc((size_t)n * sizeof *scaled);
-      memcpy(want, y0, (size_t)n * sizeof *want);
-      mfk_masked_scale(pool, scaled, x, keep, scale, n);
-      mfk_axpy(pool, want, 1.0f, scaled, n);
-      KT_CHECK(same_floats(got, want, n), "masked_axpy of %lld differs from masked_scale + axpy", (long long)n);
-      free(scaled);
-    }
-    mfk_pool_free(pool);
-  }
-  free(keep);
-  free(x);
-  free(y0);
-  free(want);
-  free(got);
-}
-
 int main(void) {
   test_hash();
   test_mask();
-  test_masked();
   return kt_failures != 0;
 }
