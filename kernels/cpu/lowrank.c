@@ -8,10 +8,10 @@
  * - down: every row of X against each of r rows of V, summed in 16 lanes
  *   along n, two rows of X at a time;
  * - up: rows of Y gain r scaled rows of V, 64 columns by two rows at a time;
- * - grad: 128 columns of X at a time take every row's contribution, in row
- *   order, two rows at a time, into r x 128 sums held in L1 (X's rows
- *   are read in runs of 512 bytes, which the prefetchers follow; narrower
- *   runs left every load waiting on memory).
+ * - grad: 32 columns of X at a time take every row's contribution, in row
+ *   order, into r x 32 sums in registers. Rows go two at a time, which
+ *   keeps twice the loads in flight: X's rows lie further apart than the
+ *   prefetchers follow, and one row at a time ran at half the speed.
  * A dropout mask (bit i * n + c for X[i, c], mfk_dropout_mask's layout)
  * is applied as the elements are loaded, so the dropped operand is never
  * written out.
@@ -28,7 +28,6 @@ enum {
   RB = 8,        /* rank vectors in registers at once */
   UP_VECS = 4,   /* v16 columns of an up tile */
   GRAD_VECS = 2, /* v16 columns of a grad tile: RB x 2 sums */
-  PREFETCH_ROWS = 32,
 };
 
 typedef struct lowrank_job {
@@ -69,6 +68,15 @@ MFK_INLINE void load_x(v16 *x, const lowrank_job *e, int64_t i, int64_t c, int c
   if (e->keep) mask_lanes(x, e->keep, i * e->n + c, count);
 }
 
+/* dst[l * stride] += lane l of *p for the first m lanes. */
+MFK_INLINE void add_lanes(float *dst, int64_t stride, const v16 *p, int m) {
+  if (m == 16 && stride == 1) {
+    V16(dst) += *p;
+    return;
+  }
+  for (int l = 0; l < m; l++) dst[l * stride] += (*p)[l];
+}
+
 /* ---- down: out[i, j] = alpha * sum_c keep(X)[i, c] V[j, c] ---- */
 
 /* One chunk of count (<= 16) columns from c into the sums of rows
@@ -101,21 +109,6 @@ MFK_INLINE void down_rows(const lowrank_job *e, int64_t i, int nrows) {
   if (j0 < e->r) down_tile(e, i, nrows, j0, (int)(e->r - j0));
 }
 
-/* Item p: rows 2p and 2p + 1. */
-MFK_SIMD static void down_pairs(void *arg, int64_t p0, int64_t p1) {
-  const lowrank_job e = *(const lowrank_job *)arg;
-  for (int64_t p = p0; p < p1; p++) {
-    if (2 * p + 1 < e.rows) down_rows(&e, 2 * p, 2);
-    else down_rows(&e, 2 * p, 1);
-  }
-}
-
-void mfk_lowrank_down(mfk_pool *pool, float *out, const float *X, const uint64_t *keep, const float *V,
-                      int64_t rows, int64_t n, int64_t r, float alpha) {
-  lowrank_job e = { .out = out, .x = X, .v = V, .keep = keep, .rows = rows, .n = n, .r = r, .alpha = alpha };
-  mfk_parallel_for(pool, mfk_ceil_div(rows, 2), down_pairs, &e);
-}
-
 /* ---- up: Y[i, c] += keep(alpha * sum_j H[i, j] V[j, c]) ---- */
 
 /* Rows [i, i + nrows), nvecs v16 columns from c, the last holding count. */
@@ -134,14 +127,9 @@ MFK_INLINE void up_tile(const lowrank_job *e, int64_t i, int nrows, int64_t c, i
   for (int q = 0; q < nrows; q++)
     for (int u = 0; u < nvecs; u++) {
       int m = u == nvecs - 1 ? count : 16;
-      float *y = e->out + (i + q) * e->n + c + 16 * u;
       v16 p = e->alpha * acc[q][u];
       if (e->keep) mask_lanes(&p, e->keep, (i + q) * e->n + c + 16 * u, m);
-      if (m == 16) {
-        V16(y) += p;
-        continue;
-      }
-      for (int l = 0; l < m; l++) y[l] += p[l];
+      add_lanes(e->out + (i + q) * e->n + c + 16 * u, 1, &p, m);
     }
 }
 
@@ -151,12 +139,23 @@ MFK_INLINE void up_rows(const lowrank_job *e, int64_t i, int nrows) {
   for (; c < e->n; c += 16) up_tile(e, i, nrows, c, 1, (int)mfk_min(16, e->n - c));
 }
 
-MFK_SIMD static void up_pairs(void *arg, int64_t p0, int64_t p1) {
-  const lowrank_job e = *(const lowrank_job *)arg;
+/* Items p0 .. p1 of down or up: rows 2p and 2p + 1, the last maybe alone. */
+MFK_INLINE void row_pairs(const lowrank_job *arg, int64_t p0, int64_t p1, int up) {
+  const lowrank_job e = *arg;
   for (int64_t p = p0; p < p1; p++) {
-    if (2 * p + 1 < e.rows) up_rows(&e, 2 * p, 2);
-    else up_rows(&e, 2 * p, 1);
+    /* constant row counts, so that each case compiles to its own loop */
+    if (2 * p + 1 < e.rows) up ? up_rows(&e, 2 * p, 2) : down_rows(&e, 2 * p, 2);
+    else up ? up_rows(&e, 2 * p, 1) : down_rows(&e, 2 * p, 1);
   }
+}
+
+MFK_SIMD static void down_pairs(void *arg, int64_t p0, int64_t p1) { row_pairs(arg, p0, p1, 0); }
+MFK_SIMD static void up_pairs(void *arg, int64_t p0, int64_t p1) { row_pairs(arg, p0, p1, 1); }
+
+void mfk_lowrank_down(mfk_pool *pool, float *out, const float *X, const uint64_t *keep, const float *V,
+                      int64_t rows, int64_t n, int64_t r, float alpha) {
+  lowrank_job e = { .out = out, .x = X, .v = V, .keep = keep, .rows = rows, .n = n, .r = r, .alpha = alpha };
+  mfk_parallel_for(pool, mfk_ceil_div(rows, 2), down_pairs, &e);
 }
 
 void mfk_lowrank_up(mfk_pool *pool, float *Y, const float *H, const float *V, const uint64_t *keep,
@@ -193,13 +192,7 @@ MFK_INLINE void grad_tile(const lowrank_job *e, int64_t cb, int nvecs, int count
   for (int j = 0; j < nj; j++)
     for (int u = 0; u < nvecs; u++) {
       v16 p = e->alpha * acc[j][u];
-      int m = u == nvecs - 1 ? count : 16;
-      float *g = e->out + (j0 + j) * e->g_j + (c0 + 16 * u) * e->g_c;
-      if (m == 16 && e->g_c == 1) {
-        V16(g) += p;
-        continue;
-      }
-      for (int l = 0; l < m; l++) g[l * e->g_c] += p[l];
+      add_lanes(e->out + (j0 + j) * e->g_j + (c0 + 16 * u) * e->g_c, e->g_c, &p, u == nvecs - 1 ? count : 16);
     }
 }
 
