@@ -11,17 +11,20 @@
  * small matrix product with its accumulators in registers: a key block is
  * transposed into a tile (hd rows of KB keys) and the KB scores of a few
  * queries at once come from hd vector multiply-adds; products with V, K or Q
- * accumulate 16 output columns of several rows at a time over the block.
+ * accumulate 32 output columns of eight rows at a time over the block,
+ * reading the block of weights (P or dS) as it lies or transposed, which
+ * costs the same and needs no copy.
  * When a key block serves several query blocks or heads, every block of K
  * (and V) is transposed once up front. When it serves only a few queries
  * (decoding: one query per head over a KV cache), the transposition would
  * cost more than the scores, which then come from vector dot products over
  * K's rows. Block sizes are fixed, the choice of path depends on the shapes
  * alone and each sum runs in one order however many rows are taken
- * together, so results do not depend on the thread count.
+ * together, so results do not depend on the thread count. Range functions
+ * work on a local copy of the job (see common.h).
  *
  * The backward pass recomputes probabilities from the saved log-sum-exp,
- * P = exp(scale q.k - lse). With D = rowsum(dout * out):
+ * P = exp(scale q.k - lse). With D = rowsum(dout * out), made once up front:
  *   dS = P (dout.v - D),  dq = scale dS k,  dk = scale dS^T q,  dv = P^T dout.
  * A thread that owns a whole (sequence, kv head) makes each block of P and
  * dS once and takes it into dq, dk and dv. With too few such pairs to go
@@ -40,8 +43,9 @@ enum {
   QB = 32,         /* queries per block: each transposed key block serves them all */
   HD_MAX = 256,
   COLS = 16,       /* floats in a v16 */
-  DOT_ROWS = 4,    /* queries scored together: 8 sums in registers */
+  DOT_ROWS = 8,    /* queries scored together: 16 sums in registers */
   ACC_ROWS = 8,    /* output rows accumulated together */
+  ROW_CHUNKS = 2,  /* column chunks of those rows accumulated together */
   ACC_CHUNKS = 4,  /* column chunks of a lone output row accumulated together */
   ROWS_MAX = 6,    /* most queries per kv head scored from K's rows (measured) */
   ONE_PASS_UNITS = 4, /* (sequence, kv head) pairs per thread for the one-pass backward */
@@ -53,6 +57,7 @@ typedef struct attn_job {
   int64_t B, Tq, Tk, Hq, Hkv, hd, kv_stride;
   float scale;
   float *kt, *vt; /* every key (value) block transposed, or NULL: see key_tile */
+  float *delta;   /* D of every query row, laid out as lse, or NULL: see row_delta */
   int from_rows;  /* scores from K's rows, no tiles: see row_dots */
 } attn_job;
 
@@ -89,7 +94,7 @@ static inline const float *key_tile(const attn_job *a, const float *tiles, float
 }
 
 static void transpose_tiles(void *arg, int64_t t0, int64_t t1) {
-  const attn_job *a = arg;
+  attn_job job = *(const attn_job *)arg, *a = &job;
   int64_t nkb = mfk_ceil_div(a->Tk, KB);
   for (int64_t t = t0; t < t1; t++) {
     int64_t b = t / (a->Hkv * nkb), g = t / nkb % a->Hkv, j0 = t % nkb * KB, n = mfk_min(KB, a->Tk - j0);
@@ -136,11 +141,13 @@ MFK_INLINE void dots_rows(const attn_job *a, float *s, const float *base, int64_
   }
 }
 
-/* s[qi * KB + j] = x_qi . (column j of tile) for nq rows x_qi = q_row(base, b, i0 + qi, h). */
+/* s[qi * KB + j] = x_qi . (column j of tile) for nq rows x_qi = q_row(base, b, i0 + qi, h).
+ * A half group takes 4 to 7 rows left over, as when decoding a few tokens. */
 MFK_INLINE void block_dots(const attn_job *a, float *s, const float *base, int64_t b, int64_t i0,
                            int64_t nq, int64_t h, const float *tile) {
   int64_t qi = 0;
   for (; qi + DOT_ROWS <= nq; qi += DOT_ROWS) dots_rows(a, s, base, b, i0, qi, DOT_ROWS, h, tile);
+  for (; qi + DOT_ROWS / 2 <= nq; qi += DOT_ROWS / 2) dots_rows(a, s, base, b, i0, qi, DOT_ROWS / 2, h, tile);
   for (; qi < nq; qi++) dots_rows(a, s, base, b, i0, qi, 1, h, tile);
 }
 
@@ -188,50 +195,56 @@ static inline void masked_exp(float *p, float scale, float shift, int64_t visibl
 /* Columns [d0, d0 + chunks * COLS) of rows [r0, r0 + rows) of
  * accumulate_rows, with rows x chunks sums in registers. */
 MFK_INLINE void accumulate_tile(float *out, int64_t ldo, int64_t r0, int rows, int64_t d0, int chunks,
-                                const float *w, int64_t ldw, const float *src, int64_t ld, int64_t nj) {
+                                const float *w, int64_t w_row, int64_t w_col, const float *src, int64_t ld,
+                                int64_t nj) {
   v16 acc[ACC_ROWS * ACC_CHUNKS];
   for (int r = 0; r < rows; r++)
     for (int c = 0; c < chunks; c++) acc[r * chunks + c] = V16(out + (r0 + r) * ldo + d0 + c * COLS);
   for (int64_t j = 0; j < nj; j++)
     for (int c = 0; c < chunks; c++) {
       v16 x = V16(src + j * ld + d0 + c * COLS);
-      for (int r = 0; r < rows; r++) acc[r * chunks + c] += w[(r0 + r) * ldw + j] * x;
+      for (int r = 0; r < rows; r++) acc[r * chunks + c] += w[(r0 + r) * w_row + j * w_col] * x;
     }
   for (int r = 0; r < rows; r++)
     for (int c = 0; c < chunks; c++) V16(out + (r0 + r) * ldo + d0 + c * COLS) = acc[r * chunks + c];
 }
 
 /* Rows [r0, r0 + rows) of accumulate_rows; rows is a constant at each call.
- * A lone row takes several column chunks at once: one chain of additions
- * would wait on each multiply-add in turn. */
+ * Several rows take two column chunks: 16 sums per pair of loads make the
+ * multiply-adds, not the loads, the limit. A lone row takes more chunks at
+ * once: one chain of additions would wait on each multiply-add in turn. */
 MFK_INLINE void accumulate_group(float *out, int64_t ldo, int64_t hd, int64_t r0, int rows, const float *w,
-                                 int64_t ldw, const float *src, int64_t ld, int64_t nj) {
-  int chunks = rows == 1 ? ACC_CHUNKS : 1;
+                                 int64_t w_row, int64_t w_col, const float *src, int64_t ld, int64_t nj) {
+  int chunks = rows == 1 ? ACC_CHUNKS : ROW_CHUNKS;
   int64_t d0 = 0;
   for (; d0 + chunks * COLS <= hd; d0 += chunks * COLS)
-    accumulate_tile(out, ldo, r0, rows, d0, chunks, w, ldw, src, ld, nj);
-  for (; d0 + COLS <= hd; d0 += COLS) accumulate_tile(out, ldo, r0, rows, d0, 1, w, ldw, src, ld, nj);
+    accumulate_tile(out, ldo, r0, rows, d0, chunks, w, w_row, w_col, src, ld, nj);
+  for (; d0 + COLS <= hd; d0 += COLS)
+    accumulate_tile(out, ldo, r0, rows, d0, 1, w, w_row, w_col, src, ld, nj);
   for (int r = 0; r < rows; r++)
     for (int64_t j = 0; j < nj; j++)
-      for (int64_t d = d0; d < hd; d++) out[(r0 + r) * ldo + d] += w[(r0 + r) * ldw + j] * src[j * ld + d];
+      for (int64_t d = d0; d < hd; d++)
+        out[(r0 + r) * ldo + d] += w[(r0 + r) * w_row + j * w_col] * src[j * ld + d];
 }
 
-/* out[r * ldo, :] += sum over j < nj of w[r * ldw + j] * src[j * ld, :] for
- * r < nr, over hd columns, COLS at a time and ACC_ROWS rows at a time so
- * that each row of src loaded serves several sums held in registers. */
+/* out[r * ldo, :] += sum over j < nj of w[r * w_row + j * w_col] * src[j * ld, :]
+ * for r < nr (w_row = 1 reads w transposed), over hd columns, ACC_ROWS rows
+ * at a time so that each row of src loaded serves several sums held in
+ * registers. */
 MFK_INLINE void accumulate_rows(float *out, int64_t ldo, int64_t hd, int64_t nr, const float *w,
-                                int64_t ldw, const float *src, int64_t ld, int64_t nj) {
+                                int64_t w_row, int64_t w_col, const float *src, int64_t ld, int64_t nj) {
   int64_t r = 0;
-  for (; r + ACC_ROWS <= nr; r += ACC_ROWS) accumulate_group(out, ldo, hd, r, ACC_ROWS, w, ldw, src, ld, nj);
-  for (; r < nr; r++) accumulate_group(out, ldo, hd, r, 1, w, ldw, src, ld, nj);
+  for (; r + ACC_ROWS <= nr; r += ACC_ROWS)
+    accumulate_group(out, ldo, hd, r, ACC_ROWS, w, w_row, w_col, src, ld, nj);
+  for (; r < nr; r++) accumulate_group(out, ldo, hd, r, 1, w, w_row, w_col, src, ld, nj);
 }
 
 /* ---- forward ---- */
 MFK_SIMD static void fwd_units(void *arg, int64_t u0, int64_t u1) {
-  const attn_job *a = arg;
+  attn_job job = *(const attn_job *)arg, *a = &job;
   int64_t nqb = mfk_ceil_div(a->Tq, QB), group = a->Hq / a->Hkv, offset = a->Tk - a->Tq;
   _Alignas(64) float scratch[KB * HD_MAX], acc[QB * HD_MAX], p[QB * KB];
-  float row_max[QB], row_sum[QB];
+  float row_max[QB], row_sum[QB], mx[QB], corr[QB];
   for (int64_t u = u0; u < u1; u++) {
     int64_t b = u / (a->Hq * nqb), h = u / nqb % a->Hq, i0 = u % nqb * QB;
     int64_t g = h / group, nq = mfk_min(QB, a->Tq - i0);
@@ -243,23 +256,25 @@ MFK_SIMD static void fwd_units(void *arg, int64_t u0, int64_t u1) {
       if (a->from_rows) row_dots(a, p, b, i0, nq, h, g, j0, n);
       else block_dots(a, p, a->q, b, i0, nq, h, key_tile(a, a->kt, scratch, a->k, b, g, j0, n));
       for (int64_t qi = 0; qi < nq; qi++) {
-        float *pr = p + qi * KB;
         int64_t visible = mfk_min(n, offset + i0 + qi + 1 - j0);
         /* scaling by a positive number keeps the order: max(s) scale = max(s scale) */
-        float mx = masked_max(pr, row_max[qi] / a->scale, visible) * a->scale;
-        masked_exp(pr, a->scale, mx, visible);
-        float sum = v16_sum(V16(pr) + V16(pr + COLS));
-        float corr = mfk_expf(row_max[qi] - mx); /* ~0 on the first block, where acc is 0 */
-        for (int64_t d = 0; d < a->hd; d++) acc[qi * a->hd + d] *= corr;
-        row_sum[qi] = row_sum[qi] * corr + sum;
-        row_max[qi] = mx;
+        mx[qi] = masked_max(p + qi * KB, row_max[qi] / a->scale, visible) * a->scale;
+        masked_exp(p + qi * KB, a->scale, mx[qi], visible);
       }
-      accumulate_rows(acc, a->hd, a->hd, nq, p, KB, kv_row(a, a->v, b, j0, g), a->kv_stride, n);
+      /* every row's rescaling at once, which vectorises; ~0 on the first block, where acc is 0 */
+      for (int64_t qi = 0; qi < nq; qi++) corr[qi] = mfk_expf(row_max[qi] - mx[qi]);
+      for (int64_t qi = 0; qi < nq; qi++) {
+        for (int64_t d = 0; d < a->hd; d++) acc[qi * a->hd + d] *= corr[qi];
+        row_sum[qi] = row_sum[qi] * corr[qi] + v16_sum(V16(p + qi * KB) + V16(p + qi * KB + COLS));
+        row_max[qi] = mx[qi];
+      }
+      accumulate_rows(acc, a->hd, a->hd, nq, p, KB, 1, kv_row(a, a->v, b, j0, g), a->kv_stride, n);
     }
     for (int64_t qi = 0; qi < nq; qi++) {
-      float *o = a->out + ((b * a->Tq + i0 + qi) * a->Hq + h) * a->hd, inv = 1.0f / row_sum[qi];
+      float sum = row_sum[qi], inv = 1.0f / sum;
+      float *o = a->out + ((b * a->Tq + i0 + qi) * a->Hq + h) * a->hd;
       for (int64_t d = 0; d < a->hd; d++) o[d] = acc[qi * a->hd + d] * inv;
-      if (a->lse) a->lse[(b * a->Hq + h) * a->Tq + i0 + qi] = row_max[qi] + logf(row_sum[qi]);
+      if (a->lse) a->lse[(b * a->Hq + h) * a->Tq + i0 + qi] = row_max[qi] + logf(sum);
     }
   }
 }
@@ -278,6 +293,22 @@ void mfk_attention_fwd(mfk_pool *pool, float *out, float *lse, const float *q, c
 }
 
 /* ---- backward ---- */
+/* D = dout . out of query t, head h: from the table made up front when there
+ * was memory for it (every key block that the query sees needs it), else
+ * afresh. */
+MFK_INLINE float row_delta(const attn_job *a, int64_t b, int64_t t, int64_t h) {
+  if (a->delta) return a->delta[(b * a->Hq + h) * a->Tq + t];
+  return row_dot(q_row(a, a->dout, b, t, h), q_row(a, a->o, b, t, h), a->hd);
+}
+
+MFK_SIMD static void fill_deltas(void *arg, int64_t u0, int64_t u1) {
+  attn_job job = *(const attn_job *)arg, *a = &job;
+  float *table = job.delta;
+  job.delta = NULL; /* so that row_delta computes each D */
+  for (int64_t u = u0; u < u1; u++) /* u = b * Hq + h */
+    for (int64_t t = 0; t < a->Tq; t++) table[u * a->Tq + t] = row_delta(a, u / a->Hq, t, u % a->Hq);
+}
+
 /* P and scaled dS of queries [i0, i0+nq) of head h against the key block at
  * j0 whose K and V tiles are given; masked entries are 0. */
 MFK_INLINE void block_grads(const attn_job *a, float *p, float *ds, const float *ktile,
@@ -288,7 +319,7 @@ MFK_INLINE void block_grads(const attn_job *a, float *p, float *ds, const float 
   block_dots(a, dp, a->dout, b, i0, nq, h, vtile);
   for (int64_t qi = 0; qi < nq; qi++) {
     float lse = a->lse_in[(b * a->Hq + h) * a->Tq + i0 + qi];
-    float delta = row_dot(q_row(a, a->dout, b, i0 + qi, h), q_row(a, a->o, b, i0 + qi, h), a->hd);
+    float delta = row_delta(a, b, i0 + qi, h);
     int64_t visible = i0 + qi + 1 - j0;
     float *pr = p + qi * KB, *dsr = ds + qi * KB, *dpr = dp + qi * KB;
     masked_exp(pr, a->scale, lse, visible);
@@ -297,7 +328,7 @@ MFK_INLINE void block_grads(const attn_job *a, float *p, float *ds, const float 
 }
 
 MFK_SIMD static void dq_units(void *arg, int64_t u0, int64_t u1) {
-  const attn_job *a = arg;
+  attn_job job = *(const attn_job *)arg, *a = &job;
   int64_t nqb = mfk_ceil_div(a->Tq, QB), group = a->Hq / a->Hkv;
   _Alignas(64) float kscratch[KB * HD_MAX], vscratch[KB * HD_MAX], acc[QB * HD_MAX];
   float p[QB * KB], ds[QB * KB];
@@ -310,18 +341,12 @@ MFK_SIMD static void dq_units(void *arg, int64_t u0, int64_t u1) {
       const float *ktile = key_tile(a, a->kt, kscratch, a->k, b, g, j0, n);
       const float *vtile = key_tile(a, a->vt, vscratch, a->v, b, g, j0, n);
       block_grads(a, p, ds, ktile, vtile, b, h, i0, nq, j0);
-      accumulate_rows(acc, a->hd, a->hd, nq, ds, KB, kv_row(a, a->k, b, j0, g), a->kv_stride, n);
+      accumulate_rows(acc, a->hd, a->hd, nq, ds, KB, 1, kv_row(a, a->k, b, j0, g), a->kv_stride, n);
     }
     for (int64_t qi = 0; qi < nq; qi++)
       memcpy(a->dq + ((b * a->Tq + i0 + qi) * a->Hq + h) * a->hd, acc + qi * a->hd,
              (size_t)a->hd * sizeof(float));
   }
-}
-
-/* t[j * QB + qi] = m[qi * KB + j] */
-static inline void transpose_scores(float *t, const float *m, int64_t nq) {
-  for (int64_t qi = 0; qi < nq; qi++)
-    for (int j = 0; j < KB; j++) t[j * QB + qi] = m[qi * KB + j];
 }
 
 /* dk and dv of the key block at j0 (n keys) of kv head g, summed over the
@@ -331,7 +356,7 @@ MFK_INLINE void key_block_grads(const attn_job *a, int64_t b, int64_t g, int64_t
                                 const float *ktile, const float *vtile, int dq) {
   int64_t group = a->Hq / a->Hkv, row = a->Hq * a->hd;
   _Alignas(64) float dk[KB * HD_MAX], dv[KB * HD_MAX];
-  float p[QB * KB], ds[QB * KB], pt[KB * QB], dst[KB * QB];
+  float p[QB * KB], ds[QB * KB];
   memset(dk, 0, (size_t)(n * a->hd) * sizeof(float));
   memset(dv, 0, (size_t)(n * a->hd) * sizeof(float));
   for (int64_t h = g * group; h < (g + 1) * group; h++)
@@ -339,12 +364,10 @@ MFK_INLINE void key_block_grads(const attn_job *a, int64_t b, int64_t g, int64_t
       int64_t nq = mfk_min(QB, a->Tq - i0);
       block_grads(a, p, ds, ktile, vtile, b, h, i0, nq, j0);
       if (dq)
-        accumulate_rows(a->dq + q_at(a, b, i0, h), row, a->hd, nq, ds, KB, kv_row(a, a->k, b, j0, g),
+        accumulate_rows(a->dq + q_at(a, b, i0, h), row, a->hd, nq, ds, KB, 1, kv_row(a, a->k, b, j0, g),
                         a->kv_stride, n);
-      transpose_scores(pt, p, nq);
-      transpose_scores(dst, ds, nq);
-      accumulate_rows(dk, a->hd, a->hd, n, dst, QB, q_row(a, a->q, b, i0, h), row, nq);
-      accumulate_rows(dv, a->hd, a->hd, n, pt, QB, q_row(a, a->dout, b, i0, h), row, nq);
+      accumulate_rows(dk, a->hd, a->hd, n, ds, 1, KB, q_row(a, a->q, b, i0, h), row, nq);
+      accumulate_rows(dv, a->hd, a->hd, n, p, 1, KB, q_row(a, a->dout, b, i0, h), row, nq);
     }
   for (int64_t j = 0; j < n; j++) {
     memcpy(a->dk + ((b * a->Tk + j0 + j) * a->Hkv + g) * a->hd, dk + j * a->hd, (size_t)a->hd * sizeof(float));
@@ -353,7 +376,7 @@ MFK_INLINE void key_block_grads(const attn_job *a, int64_t b, int64_t g, int64_t
 }
 
 MFK_SIMD static void dkv_units(void *arg, int64_t u0, int64_t u1) {
-  const attn_job *a = arg;
+  attn_job job = *(const attn_job *)arg, *a = &job;
   int64_t nkb = mfk_ceil_div(a->Tk, KB);
   _Alignas(64) float kscratch[KB * HD_MAX], vscratch[KB * HD_MAX];
   for (int64_t u = u0; u < u1; u++) {
@@ -369,7 +392,7 @@ MFK_SIMD static void dkv_units(void *arg, int64_t u0, int64_t u1) {
  * is made once. Key blocks are taken in order, so every row of dq adds its
  * key blocks in the order of dq_units and gets the same bits. */
 MFK_SIMD static void bwd_units(void *arg, int64_t u0, int64_t u1) {
-  const attn_job *a = arg;
+  attn_job job = *(const attn_job *)arg, *a = &job;
   int64_t group = a->Hq / a->Hkv;
   _Alignas(64) float ktile[KB * HD_MAX], vtile[KB * HD_MAX];
   for (int64_t u = u0; u < u1; u++) {
@@ -392,13 +415,16 @@ void mfk_attention_bwd(mfk_pool *pool, float *dq, float *dk, float *dv, const fl
   attn_job a = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v, .o = out,
                  .lse_in = lse, .B = B, .Tq = T, .Tk = T, .Hq = Hq, .Hkv = Hkv, .hd = hd,
                  .kv_stride = Hkv * hd, .scale = 1.0f / sqrtf((float)hd) };
+  a.delta = malloc((size_t)(B * Hq * T) * sizeof(float));
+  if (a.delta) mfk_parallel_for(pool, B * Hq, fill_deltas, &a);
   if (B * Hkv >= ONE_PASS_UNITS * mfk_pool_size(pool)) {
     mfk_parallel_for(pool, B * Hkv, bwd_units, &a);
-    return;
+  } else {
+    make_tiles(pool, &a, 1);
+    mfk_parallel_for(pool, B * Hq * mfk_ceil_div(T, QB), dq_units, &a);
+    mfk_parallel_for(pool, B * Hkv * mfk_ceil_div(T, KB), dkv_units, &a);
+    free(a.kt);
+    free(a.vt);
   }
-  make_tiles(pool, &a, 1);
-  mfk_parallel_for(pool, B * Hq * mfk_ceil_div(T, QB), dq_units, &a);
-  mfk_parallel_for(pool, B * Hkv * mfk_ceil_div(T, KB), dkv_units, &a);
-  free(a.kt);
-  free(a.vt);
+  free(a.delta);
 }
