@@ -22,6 +22,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "git_commit.h" /* generated at build time: MF_GIT_COMMIT */
 #include "host.h"
 
 static volatile sig_atomic_t interrupt_signal;
