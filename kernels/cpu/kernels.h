@@ -18,7 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Kernel library version, part of cache keys. */
+/* Kernel library version, part of cache keys: it changes whenever some
+ * kernel's results change bits, so that cells cached (and fine-tuning
+ * checkpoints made) by older kernels are not taken for this one's. */
 const char *mfk_version(void);
 
 /* ---- thread pool ---- */

@@ -1,3 +1,3 @@
 #include "cpu/kernels.h"
 
-const char *mfk_version(void) { return "cpu-1"; }
+const char *mfk_version(void) { return "cpu-2"; }
