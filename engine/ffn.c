@@ -39,8 +39,9 @@ static void swiglu_backward(const mf_ffn *ffn, mfk_pool *pool, float *dx, const 
   float *dact = scratch, *dgate = scratch + n, *dup = scratch + 2 * n;
   mf_linear_bwd(pool, dact, 0, dy, act, ffn->params[DOWN], NULL, rows);
   mfk_swiglu_bwd(pool, dgate, dup, dact, gate, up, n);
-  mf_linear_bwd(pool, dx, 0, dgate, x, ffn->params[GATE], NULL, rows);
-  mf_linear_bwd(pool, dx, 1, dup, x, ffn->params[UP], NULL, rows);
+  const mf_param *w[] = {ffn->params[GATE], ffn->params[UP]};
+  const float *dy_gate_up[] = {dgate, dup};
+  mf_linears_bwd(pool, dx, 0, 2, dy_gate_up, x, w, NULL, rows);
 }
 
 const mf_ffn_ops mf_ffn_swiglu = {swiglu_params, swiglu_floats, swiglu_floats,

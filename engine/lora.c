@@ -16,10 +16,12 @@
  * each weight, not bit for bit. A base held in bf16 or in blocks becomes
  * f32 when merged or unmerged (mf_model_expand), and the sum is f32.
  *
- * Adapter activations: each adapter keeps h = dropout(x) A^T [rows, r] and
- * its dropout mask (one bit an input) for backward; dh is scratch shared by
- * all adapters. The low-rank kernels apply the mask as they read x, so the
- * dropped input is never written out.
+ * Adapter activations: each adapter keeps h = scale * dropout(x) A^T
+ * [rows, r] and its dropout mask (one bit an input) for backward; dh is
+ * scratch for the adapters of one input. The low-rank kernels apply the mask
+ * as they read x, so the dropped input is never written out. With h scaled,
+ * h B^T is a plain product: on an f32 base it is one more term of the base
+ * weight's GEMM, summed with it in registers rather than in a pass over y.
  */
 #include "model.h"
 #include "internal.h"
@@ -208,7 +210,7 @@ static int64_t mask_words(const mf_lora *a, int64_t rows) { return (rows * a->a-
 /* Sizes the buffers for rows tokens: every adapter's h, the shared dh and,
  * with dropout, every adapter's mask (kept from forward to backward). */
 static int reserve_rows(mf_lora_set *s, int64_t rows) {
-  int64_t floats = rows * (s->nadapters * (int64_t)s->r + s->r), words = 0;
+  int64_t floats = rows * (s->nadapters + MF_LINEARS_MAX) * (int64_t)s->r, words = 0;
   if (s->dropout > 0)
     for (int i = 0; i < s->nadapters; i++) words += mask_words(&s->adapters[i], rows);
   free(s->block);
@@ -266,21 +268,58 @@ static const float *b_transposed(const mf_lora *a) {
   return bt;
 }
 
-void mf_lora_fwd(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t rows) {
-  int64_t r = a->set->r, in = a->a->value.shape[1], out = a->b->value.shape[0];
-  if (a->set->dropout_on) draw_mask(pool, a, rows);
-  mfk_lowrank_down(pool, a->h, x, mask_of(a), mf_pv(a->a), rows, in, r, input_scale(a));
-  mfk_lowrank_up(pool, y, a->h, b_transposed(a), NULL, rows, out, r, a->scale);
+void mf_lora_down(mfk_pool *pool, int n, const mf_lora *const *a, const float *x, int64_t rows) {
+  if (n == 0) return;
+  mfk_lowrank_term t[MF_LINEARS_MAX];
+  for (int k = 0; k < n; k++) {
+    if (a[k]->set->dropout_on) draw_mask(pool, a[k], rows);
+    t[k] = (mfk_lowrank_term){ .out = a[k]->h, .v = mf_pv(a[k]->a), .keep = mask_of(a[k]),
+                               .alpha = a[k]->scale * input_scale(a[k]) };
+  }
+  mfk_lowrank_down_terms(pool, n, t, x, rows, a[0]->a->value.shape[1], a[0]->set->r);
 }
 
-void mf_lora_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, const mf_lora *a, int64_t rows) {
-  const mf_lora_set *s = a->set;
-  int64_t r = s->r, in = a->a->value.shape[1], out = a->b->value.shape[0];
-  /* dh = scale dy B; dB += scale dy^T h; dA += dh^T dropout(x); dx += dropout'(dh A) */
-  mfk_lowrank_down(pool, s->dh, dy, NULL, b_transposed(a), rows, out, r, a->scale);
-  if (mf_pg(a->b)) mfk_lowrank_grad(pool, mf_pg(a->b), 1, r, a->h, dy, NULL, rows, out, r, a->scale);
-  if (mf_pg(a->a)) mfk_lowrank_grad(pool, mf_pg(a->a), in, 1, s->dh, x, mask_of(a), rows, in, r, input_scale(a));
-  mfk_lowrank_up(pool, dx, s->dh, mf_pv(a->a), mask_of(a), rows, in, r, input_scale(a));
+mfk_gemm_term mf_lora_term(const mf_lora *a) {
+  int64_t r = a->set->r;
+  return (mfk_gemm_term){ .a = a->h, .b = mf_pv(a->b), .k = r, .lda = r, .ldb = r, .trans_b = 1 };
+}
+
+void mf_lora_up(mfk_pool *pool, float *y, const mf_lora *a, int64_t rows) {
+  mfk_lowrank_term t = { .h = a->h, .v = b_transposed(a), .alpha = 1.0f };
+  mfk_lowrank_up_terms(pool, y, 1, &t, rows, a->b->value.shape[0], a->set->r);
+}
+
+/* dh = scale dy B and dB += dy^T h, in one pass over dy where B trains. */
+static void bwd_through_b(mfk_pool *pool, const mf_lora *a, float *dh, const float *dy, int64_t rows) {
+  int64_t r = a->set->r, out = a->b->value.shape[0];
+  if (mf_pg(a->b)) {
+    mfk_lowrank_down_grad(pool, dh, b_transposed(a), a->scale, mf_pg(a->b), 1, r, a->h, 1.0f, dy, rows, out, r);
+    return;
+  }
+  mfk_lowrank_term t = { .out = dh, .v = b_transposed(a), .alpha = a->scale };
+  mfk_lowrank_down_terms(pool, 1, &t, dy, rows, out, r);
+}
+
+/* Per adapter: dh = scale dy B; dB += dy^T h; dA += dh^T dropout(x); dx +=
+ * dropout'(dh A). The adapters' dA read x once, and their dx terms add into
+ * dx in one pass. */
+void mf_lora_bwd(mfk_pool *pool, int n, const mf_lora *const *a, float *dx, const float *const *dy,
+                 const float *x, int64_t rows) {
+  if (n == 0) return;
+  const mf_lora_set *s = a[0]->set;
+  int64_t r = s->r, in = a[0]->a->value.shape[1];
+  mfk_lowrank_term grad[MF_LINEARS_MAX], up[MF_LINEARS_MAX];
+  int grads = 0;
+  for (int k = 0; k < n; k++) {
+    float *dh = s->dh + k * rows * r;
+    bwd_through_b(pool, a[k], dh, dy[k], rows);
+    if (mf_pg(a[k]->a))
+      grad[grads++] = (mfk_lowrank_term){ .out = mf_pg(a[k]->a), .h = dh, .keep = mask_of(a[k]),
+                                          .alpha = input_scale(a[k]) };
+    up[k] = (mfk_lowrank_term){ .h = dh, .v = mf_pv(a[k]->a), .keep = mask_of(a[k]), .alpha = input_scale(a[k]) };
+  }
+  mfk_lowrank_grad_terms(pool, grads, grad, in, 1, x, rows, in, r);
+  mfk_lowrank_up_terms(pool, dx, n, up, rows, in, r);
 }
 
 /* ---- merging ---- */

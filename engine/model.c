@@ -219,48 +219,90 @@ void mf_model_zero_grad(mf_model *m) {
 
 /* ---- layers ---- */
 
-/* What a linear layer adds to its weight's product: bias and adapter. */
-static void linear_extras(mfk_pool *pool, float *y, const float *x, const mf_param *w, const mf_param *b,
-                          int64_t rows) {
-  if (b) mfk_bias_fwd(pool, y, mf_pv(b), rows, w->value.shape[0]);
-  if (w->lora) mf_lora_fwd(pool, y, x, w->lora, rows);
-}
-
-void mf_linear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
-                   const mf_param *b, int64_t rows) {
+/* y (+)= x W^T and the weight's adapter, whose h is ready: on an f32 base
+ * the adapter's product is a term of the same GEMM. */
+static void linear_product(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
+                           int64_t rows) {
   int64_t out = w->value.shape[0], in = w->value.shape[1];
   float beta = accumulate ? 1.0f : 0.0f;
   if (w->quant) mf_qlinear_fwd(pool, 1, &w, &y, accumulate, x, rows);
   else if (w->value.dtype == MF_BF16)
     mfk_gemm_f32_bf16(pool, 0, 1, rows, out, in, 1.0f, x, in, w->value.data, in, beta, y, out);
-  else mfk_gemm(pool, 0, 1, rows, out, in, 1.0f, x, in, mf_pv(w), in, beta, y, out);
-  linear_extras(pool, y, x, w, b, rows);
+  else {
+    mfk_gemm_term t[2] = { { .a = x, .b = mf_pv(w), .k = in, .lda = in, .ldb = in, .trans_b = 1 } };
+    if (w->lora) t[1] = mf_lora_term(w->lora);
+    mfk_gemm_terms(pool, rows, out, w->lora ? 2 : 1, t, 1.0f, beta, y, out);
+    return;
+  }
+  if (w->lora) mf_lora_up(pool, y, w->lora, rows);
+}
+
+void mf_linear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
+                   const mf_param *b, int64_t rows) {
+  if (w->lora) mf_lora_down(pool, 1, (const mf_lora *const[]){ w->lora }, x, rows);
+  linear_product(pool, y, accumulate, x, w, rows);
+  if (b) mfk_bias_fwd(pool, y, mf_pv(b), rows, w->value.shape[0]);
 }
 
 void mf_linears_fwd(mfk_pool *pool, int n, const mf_param *const *w, const mf_param *const *b, float *const *y,
                     const float *x, int64_t rows) {
+  const mf_lora *adapters[MF_LINEARS_MAX] = { NULL };
+  int count = 0;
+  for (int k = 0; k < n; k++)
+    if (w[k]->lora) adapters[count++] = w[k]->lora;
+  mf_lora_down(pool, count, adapters, x, rows);
   int quantized = 1;
   for (int k = 0; k < n; k++) quantized = quantized && w[k]->quant;
-  if (!quantized) {
-    for (int k = 0; k < n; k++) mf_linear_fwd(pool, y[k], 0, x, w[k], b ? b[k] : NULL, rows);
-    return;
+  if (quantized) mf_qlinear_fwd(pool, n, w, y, 0, x, rows);
+  for (int k = 0; k < n; k++) {
+    if (!quantized) linear_product(pool, y[k], 0, x, w[k], rows);
+    else if (w[k]->lora) mf_lora_up(pool, y[k], w[k]->lora, rows);
+    if (b && b[k]) mfk_bias_fwd(pool, y[k], mf_pv(b[k]), rows, w[k]->value.shape[0]);
   }
-  mf_qlinear_fwd(pool, n, w, y, 0, x, rows);
-  for (int k = 0; k < n; k++) linear_extras(pool, y[k], x, w[k], b ? b[k] : NULL, rows);
 }
 
-void mf_linear_bwd(mfk_pool *pool, float *dx, int accumulate, const float *dy, const float *x,
-                   const mf_param *w, const mf_param *b, int64_t rows) {
+/* dx (+)= dy W, alone; see mf_linears_bwd. */
+static void input_grad(mfk_pool *pool, float *dx, int accumulate, const float *dy, const mf_param *w,
+                       int64_t rows) {
   int64_t out = w->value.shape[0], in = w->value.shape[1];
   float beta = accumulate ? 1.0f : 0.0f;
   if (w->quant) mfk_qgemm_t(pool, (mfk_qtype)w->quant_type, dx, accumulate, dy, w->quant, rows, out, in);
   else if (w->value.dtype == MF_BF16)
     mfk_gemm_f32_bf16(pool, 0, 0, rows, in, out, 1.0f, dy, out, w->value.data, in, beta, dx, in);
   else mfk_gemm(pool, 0, 0, rows, in, out, 1.0f, dy, out, mf_pv(w), in, beta, dx, in);
-  /* A frozen parameter has no gradient, and its product is skipped. */
-  if (mf_pg(w)) mfk_gemm(pool, 1, 0, out, in, rows, 1.0f, dy, out, x, in, 1.0f, mf_pg(w), in);
-  if (b && mf_pg(b)) mfk_bias_bwd(pool, mf_pg(b), dy, rows, out);
-  if (w->lora) mf_lora_bwd(pool, dx, dy, x, w->lora, rows);
+}
+
+void mf_linears_bwd(mfk_pool *pool, float *dx, int accumulate, int n, const float *const *dy, const float *x,
+                    const mf_param *const *w, const mf_param *const *b, int64_t rows) {
+  int64_t in = w[0]->value.shape[1];
+  int f32 = 1;
+  for (int k = 0; k < n; k++) f32 = f32 && !w[k]->quant && mf_param_holds_f32(w[k]);
+  if (f32) {
+    mfk_gemm_term t[MF_LINEARS_MAX];
+    for (int k = 0; k < n; k++) {
+      int64_t out = w[k]->value.shape[0];
+      t[k] = (mfk_gemm_term){ .a = dy[k], .b = mf_pv(w[k]), .k = out, .lda = out, .ldb = in };
+    }
+    mfk_gemm_terms(pool, rows, in, n, t, 1.0f, accumulate ? 1.0f : 0.0f, dx, in);
+  } else
+    for (int k = 0; k < n; k++) input_grad(pool, dx, accumulate || k > 0, dy[k], w[k], rows);
+  for (int k = 0; k < n; k++) {
+    int64_t out = w[k]->value.shape[0];
+    /* A frozen parameter has no gradient, and its product is skipped. */
+    if (mf_pg(w[k])) mfk_gemm(pool, 1, 0, out, in, rows, 1.0f, dy[k], out, x, in, 1.0f, mf_pg(w[k]), in);
+    if (b && b[k] && mf_pg(b[k])) mfk_bias_bwd(pool, mf_pg(b[k]), dy[k], rows, out);
+  }
+  const mf_lora *adapters[MF_LINEARS_MAX] = { NULL };
+  const float *adapter_dy[MF_LINEARS_MAX] = { NULL };
+  int count = 0;
+  for (int k = 0; k < n; k++)
+    if (w[k]->lora) adapters[count] = w[k]->lora, adapter_dy[count++] = dy[k];
+  mf_lora_bwd(pool, count, adapters, dx, adapter_dy, x, rows);
+}
+
+void mf_linear_bwd(mfk_pool *pool, float *dx, int accumulate, const float *dy, const float *x,
+                   const mf_param *w, const mf_param *b, int64_t rows) {
+  mf_linears_bwd(pool, dx, accumulate, 1, &dy, x, &w, &b, rows);
 }
 
 /* Attention of the new rows: over themselves in training; in decoding, over
@@ -295,7 +337,6 @@ void mf_layer_forward(const mf_model *m, int l, const mf_layer_acts *a, float *o
   mfk_pool *pool = mf_pool();
   int64_t rows = B * Tq, D = cfg->hidden_size, hd = cfg->head_dim;
   float eps = (float)cfg->rms_norm_eps, theta = (float)cfg->rope_theta;
-  size_t bytes = (size_t)(rows * D) * sizeof(float);
 
   mfk_rmsnorm_fwd(pool, a->xn1, a->rstd1, a->x, mf_pv(L->input_norm), rows, D, eps);
   const mf_param *qkv[] = {L->q, L->k, L->v}, *qkv_bias[] = {L->q_bias, L->k_bias, L->v_bias};
@@ -304,11 +345,11 @@ void mf_layer_forward(const mf_model *m, int l, const mf_layer_acts *a, float *o
   mfk_rope_fwd(pool, a->q, pos, rows, cfg->num_attention_heads, hd, theta);
   mfk_rope_fwd(pool, a->k, pos, rows, cfg->num_key_value_heads, hd, theta);
   attend(m, l, a, B, Tq, cache);
-  if (a->mid != a->x) memcpy(a->mid, a->x, bytes);
+  if (a->mid != a->x) mfk_copy(pool, a->mid, a->x, rows * D);
   mf_linear_fwd(pool, a->mid, 1, a->att, L->o, NULL, rows);
 
   mfk_rmsnorm_fwd(pool, a->xn2, a->rstd2, a->mid, mf_pv(L->post_norm), rows, D, eps);
-  if (out != a->mid) memcpy(out, a->mid, bytes);
+  if (out != a->mid) mfk_copy(pool, out, a->mid, rows * D);
   L->ffn.ops->forward(&L->ffn, pool, out, a->xn2, rows, a->ffn);
 }
 
@@ -500,9 +541,9 @@ static void layer_backward(mf_model *m, int l) {
                     Hq, Hkv, hd);
   mfk_rope_bwd(pool, A->dq, A->pos, rows, Hq, hd, theta);
   mfk_rope_bwd(pool, A->dk, A->pos, rows, Hkv, hd, theta);
-  mf_linear_bwd(pool, A->dxn, 0, A->dq, a->xn1, L->q, L->q_bias, rows);
-  mf_linear_bwd(pool, A->dxn, 1, A->dk, a->xn1, L->k, L->k_bias, rows);
-  mf_linear_bwd(pool, A->dxn, 1, A->dv, a->xn1, L->v, L->v_bias, rows);
+  const mf_param *qkv[] = {L->q, L->k, L->v}, *qkv_bias[] = {L->q_bias, L->k_bias, L->v_bias};
+  const float *dqkv[] = {A->dq, A->dk, A->dv};
+  mf_linears_bwd(pool, A->dxn, 0, 3, dqkv, a->xn1, qkv, qkv_bias, rows);
   mfk_rmsnorm_bwd(pool, A->dtmp, mf_pg(L->input_norm), A->dxn, a->x, mf_pv(L->input_norm), a->rstd1,
                   rows, D);
   mfk_axpy(pool, A->dres, 1.0f, A->dtmp, rows * D);

@@ -160,12 +160,14 @@ struct mf_model {
 static inline float *mf_pv(const mf_param *p) { return (float *)p->value.data; }
 static inline float *mf_pg(const mf_param *p) { return (float *)p->grad.data; }
 
-/* y[rows, out] = x[rows, in] W[out, in]^T (+ b), added to y when accumulate */
+/* y[rows, out] = x[rows, in] W[out, in]^T (+ b) (+ the weight's adapter),
+ * added to y when accumulate */
 void mf_linear_fwd(mfk_pool *pool, float *y, int accumulate, const float *x, const mf_param *w,
                    const mf_param *b, int64_t rows);
-/* y[k] = x W[k]^T (+ b[k]) for n <= MF_LINEARS_MAX weights of the same
- * input width that share the input x (Q, K and V; gate and up); b may be
- * NULL, as may its entries. On quantized weights the products run together. */
+/* y[k] = x W[k]^T (+ b[k]) (+ adapter) for n <= MF_LINEARS_MAX weights of
+ * the same input width that share the input x (Q, K and V; gate and up); b
+ * may be NULL, as may its entries. On quantized weights the products run
+ * together; the adapters read x once. */
 #define MF_LINEARS_MAX 4
 void mf_linears_fwd(mfk_pool *pool, int n, const mf_param *const *w, const mf_param *const *b, float *const *y,
                     const float *x, int64_t rows);
@@ -176,6 +178,11 @@ void mf_qlinear_fwd(mfk_pool *pool, int n, const mf_param *const *w, float *cons
 /* dx = dy W (accumulating into dx when accumulate), dW += dy^T x, db += colsum(dy) */
 void mf_linear_bwd(mfk_pool *pool, float *dx, int accumulate, const float *dy, const float *x,
                    const mf_param *w, const mf_param *b, int64_t rows);
+/* mf_linear_bwd for n <= MF_LINEARS_MAX weights that share the input x, so
+ * that their input gradients meet in dx: dx = sum_k dy[k] W[k] (added to dx
+ * when accumulate), each in one product where the weights are f32. */
+void mf_linears_bwd(mfk_pool *pool, float *dx, int accumulate, int n, const float *const *dy, const float *x,
+                    const mf_param *const *w, const mf_param *const *b, int64_t rows);
 
 /* Runs layer l over rows = B*Tq new tokens at positions pos[rows]. With
  * cache == NULL attention runs over the rows themselves (Tq == Tk);
@@ -234,7 +241,7 @@ typedef struct mf_lora {
   mf_param *w, *a, *b;  /* the adapted weight, lora_A, lora_B */
   float scale;
   uint64_t stream;      /* dropout stream of this adapter */
-  float *h;             /* [rows, r]: dropout(x) A^T of the last forward */
+  float *h;             /* [rows, r]: scale * dropout(x) A^T of the last forward */
   uint64_t *keep;       /* its dropout mask, bit i*in + j for x[i, j] */
   struct mf_lora_set *set;
 } mf_lora;
@@ -253,16 +260,25 @@ typedef struct mf_lora_set {
   int dropout_on;       /* the running pass applies dropout */
   uint64_t pass;        /* keys this pass's dropout masks */
   int64_t cap_rows;
-  float *block;         /* every adapter's h, then dh [rows, r], scratch */
-  float *dh;
+  float *block;         /* every adapter's h, then dh */
+  float *dh;            /* [MF_LINEARS_MAX, rows, r] scratch: the adapters' dh in backward */
   float *bt;            /* [r, largest out] scratch: the running adapter's B^T */
   uint64_t *keep_bits;  /* every adapter's dropout mask, with dropout */
 } mf_lora_set;
 
-/* y += the adapter's term for rows of x. */
-void mf_lora_fwd(mfk_pool *pool, float *y, const float *x, const mf_lora *a, int64_t rows);
-/* dx += its input gradient; lora_A and lora_B gradients accumulate. */
-void mf_lora_bwd(mfk_pool *pool, float *dx, const float *dy, const float *x, const mf_lora *a, int64_t rows);
+/* Forward, in two steps around the base weight's product: mf_lora_down
+ * draws the pass's dropout masks of n adapters that share the input x and
+ * computes each one's h = scale * dropout(x) A^T; the adapter then adds
+ * h B^T, either as a term of the base's GEMM (mf_lora_term) or, where the
+ * base's product is not an f32 GEMM, by mf_lora_up. */
+void mf_lora_down(mfk_pool *pool, int n, const mf_lora *const *a, const float *x, int64_t rows);
+mfk_gemm_term mf_lora_term(const mf_lora *a);
+void mf_lora_up(mfk_pool *pool, float *y, const mf_lora *a, int64_t rows);
+/* Backward of n adapters that share the input x: dy[k] is adapter k's
+ * output gradient, dx += their input gradients; lora_A and lora_B
+ * gradients accumulate. */
+void mf_lora_bwd(mfk_pool *pool, int n, const mf_lora *const *a, float *dx, const float *const *dy,
+                 const float *x, int64_t rows);
 /* Readies the adapters for a pass over rows tokens: buffers, and dropout
  * when training (and the model is in training mode). A pass that is not
  * training (decoding) overwrites what backward needs: it cancels a pending

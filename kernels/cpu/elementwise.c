@@ -27,6 +27,16 @@ void mfk_add(mfk_pool *pool, float *y, const float *a, const float *b, int64_t n
   mfk_parallel_for_elems(pool, n, add_range, &e);
 }
 
+static void copy_range(void *arg, int64_t i0, int64_t i1) {
+  const elem_args e = *(const elem_args *)arg;
+  memcpy(e.y + i0, e.a + i0, (size_t)(i1 - i0) * sizeof(float));
+}
+
+void mfk_copy(mfk_pool *pool, float *y, const float *x, int64_t n) {
+  elem_args e = { .y = y, .a = x };
+  mfk_parallel_for_elems(pool, n, copy_range, &e);
+}
+
 MFK_SIMD static void axpy_range(void *arg, int64_t i0, int64_t i1) {
   const elem_args e = *(const elem_args *)arg;
   for (int64_t i = i0; i < i1; i++) e.y[i] += e.alpha * e.a[i];

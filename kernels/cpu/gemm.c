@@ -24,6 +24,12 @@
  * chunk 0 accumulates into C and every other chunk into a scratch copy of
  * C, and the copies are added to C in chunk order at the end.
  *
+ * A product may be a sum of terms, C = alpha * sum_t op(A_t) op(B_t) + beta
+ * C: their K ranges are laid end to end, and a panel that spans two terms
+ * is packed piece by piece, so the sum runs through the micro-kernel like
+ * one product (LoRA adds its rank-r product to the base weight's this way,
+ * and q, k and v's input gradients meet in one C).
+ *
  * Determinism: the K blocking and the chunks depend only on the shape, the K
  * blocks of a chunk are applied in order, the chunks are added in order, and
  * every element of C goes through the same micro-kernel code whichever task
@@ -81,11 +87,11 @@ const char *mfk_gemm_isa(void) { return mfk_gemm_best_ukernel()->isa; }
 /* ---- driver ---- */
 typedef struct gemm_job {
   const mfk_ukernel *uk;
-  int trans_a, trans_b;
+  const mfk_gemm_term *terms; /* their K ranges laid end to end make K */
+  int n_terms;
   int64_t M, N, K;
   float alpha, beta;
-  const float *A, *B;
-  int64_t lda, ldb, ldc;
+  int64_t ldc;
   float *C;
   float *partial;          /* chunks 1.. of K: (k_chunks - 1) scratch copies of C, [M, N] */
   int64_t k_chunks, chunk_k, chunk_blocks, kc_even, nc_max; /* blocking, fixed by the shape */
@@ -133,11 +139,25 @@ static void pack_a_portable(int mr, int trans, const float *a, int64_t lda, int6
     for (int64_t k = 0; k < kc; k++) out[k * mr + i] = 0.0f;
 }
 
-/* Packs rows [i0, i0+rows) of op(A), K range [pc, pc+kc), zero-padded to MR rows. */
+/* The term that K range [*pc, *pc + kc) starts in; *pc becomes the
+ * position in it. */
+static const mfk_gemm_term *term_at(const gemm_job *g, int64_t *pc, int64_t kc) {
+  const mfk_gemm_term *t = g->terms;
+  for (; kc > 0 && *pc >= t->k; t++) *pc -= t->k;
+  return t;
+}
+
+/* Packs rows [i0, i0+rows) of the terms' op(A)s side by side, K range
+ * [pc, pc+kc), zero-padded to MR rows. A panel is K-major, so a range that
+ * crosses from one term into the next is packed piece after piece. */
 static void pack_a(const gemm_job *g, int64_t i0, int64_t rows, int64_t pc, int64_t kc, float *out) {
-  const float *a = g->trans_a ? g->A + pc * g->lda + i0 : g->A + i0 * g->lda + pc;
-  if (g->uk->pack_a) g->uk->pack_a(g->trans_a, a, g->lda, rows, kc, out);
-  else pack_a_portable(g->uk->mr, g->trans_a, a, g->lda, rows, kc, out);
+  for (const mfk_gemm_term *t = term_at(g, &pc, kc); kc > 0; pc = 0, t++) {
+    int64_t part = mfk_min(kc, t->k - pc);
+    const float *a = t->trans_a ? t->a + pc * t->lda + i0 : t->a + i0 * t->lda + pc;
+    if (g->uk->pack_a) g->uk->pack_a(t->trans_a, a, t->lda, rows, part, out);
+    else pack_a_portable(g->uk->mr, t->trans_a, a, t->lda, rows, part, out);
+    out += part * g->uk->mr, kc -= part;
+  }
 }
 
 /* The portable packing of columns [j0, j0+cols) of op(B), K range [pc, pc+kc). */
@@ -160,11 +180,16 @@ static void pack_b_portable(int nr, int trans, const float *b, int64_t ldb, int6
     for (int64_t k = 0; k < kc; k++) out[k * nr + j] = 0.0f;
 }
 
-/* Packs columns [j0, j0+cols) of op(B), K range [pc, pc+kc), zero-padded to NR columns. */
+/* Packs columns [j0, j0+cols) of the terms' op(B)s stacked, K range
+ * [pc, pc+kc), zero-padded to NR columns, piece after piece like pack_a. */
 static void pack_b(const gemm_job *g, int64_t j0, int64_t cols, int64_t pc, int64_t kc, float *out) {
-  const float *b = g->trans_b ? g->B + j0 * g->ldb + pc : g->B + pc * g->ldb + j0;
-  if (g->uk->pack_b) g->uk->pack_b(g->trans_b, b, g->ldb, cols, kc, out);
-  else pack_b_portable(g->uk->nr, g->trans_b, b, g->ldb, cols, kc, out);
+  for (const mfk_gemm_term *t = term_at(g, &pc, kc); kc > 0; pc = 0, t++) {
+    int64_t part = mfk_min(kc, t->k - pc);
+    const float *b = t->trans_b ? t->b + j0 * t->ldb + pc : t->b + pc * t->ldb + j0;
+    if (g->uk->pack_b) g->uk->pack_b(t->trans_b, b, t->ldb, cols, part, out);
+    else pack_b_portable(g->uk->nr, t->trans_b, b, t->ldb, cols, part, out);
+    out += part * g->uk->nr, kc -= part;
+  }
 }
 
 /* Item t: strip t % (nc_max / NR) of the group's panel t / (nc_max / NR). */
@@ -275,59 +300,89 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
     for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta != 0.0f ? beta * C[i * ldc + j] : 0.0f;
 }
 
-void mfk_gemm_using(const mfk_ukernel *uk, mfk_pool *pool, int trans_a, int trans_b, int64_t M,
-                    int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
-                    int64_t ldb, float beta, float *C, int64_t ldc) {
+/* The blocked path: panels of op(B) packed by groups, then tasks over C. */
+static void run_packed(gemm_job *g, mfk_pool *pool) {
+  int64_t tiles = mfk_ceil_div(g->M, g->uk->mr) * mfk_ceil_div(g->N, g->uk->nr);
+  /* the scratch copies of C take at most as much memory as the panels */
+  plan_k(g, tiles < SPLIT_TILES ? mfk_min(mfk_ceil_div(g->K, CHUNK_K), 1 + PACK_FLOATS / (g->M * g->N)) : 1);
+  g->nc_max = mfk_min(NC_MAX / g->uk->nr, mfk_ceil_div(g->N, g->uk->nr)) * g->uk->nr;
+  int64_t k_blocks = g->chunk_blocks * g->k_chunks, panel_floats = g->kc_even * g->nc_max;
+  int64_t floats = mfk_min(PACK_FLOATS, mfk_ceil_div(g->N, g->nc_max) * k_blocks * panel_floats);
+  /* Kernels have no error path: without memory for the panels, do without
+   * chunks and pack one strip at a time on the stack. */
+  _Alignas(64) float one_strip[KC_MAX * NR_MAX];
+  float *heap = aligned_alloc(64, (size_t)(floats + (g->k_chunks - 1) * g->M * g->N) * sizeof(float));
+  g->bpack = heap ? heap : one_strip;
+  g->partial = heap ? heap + floats : NULL;
+  if (!heap) {
+    plan_k(g, 1);
+    k_blocks = g->chunk_blocks;
+    g->nc_max = g->uk->nr, panel_floats = floats = g->kc_even * g->uk->nr;
+  }
+  int64_t col_blocks = mfk_ceil_div(g->N, g->nc_max);
+  /* a group: every K block of as many column blocks as fit, or else as many
+   * K blocks of one column block */
+  int64_t kbs = mfk_min(k_blocks, floats / panel_floats);
+  int64_t jbs = kbs == k_blocks ? mfk_min(col_blocks, floats / (k_blocks * panel_floats)) : 1;
+  plan_tasks(g, mfk_pool_size(pool), jbs, mfk_min(g->k_chunks, mfk_ceil_div(kbs, g->chunk_blocks)));
+  for (g->jb0 = 0; g->jb0 < col_blocks; g->jb0 += jbs) {
+    g->jbs = mfk_min(jbs, col_blocks - g->jb0);
+    for (g->kb0 = 0; g->kb0 < k_blocks; g->kb0 += kbs) {
+      g->kbs = mfk_min(kbs, k_blocks - g->kb0);
+      g->c0 = g->kb0 / g->chunk_blocks;
+      g->chunks = (g->kb0 + g->kbs - 1) / g->chunk_blocks - g->c0 + 1;
+      mfk_parallel_for(pool, g->jbs * g->kbs * (g->nc_max / g->uk->nr), pack_b_strips, g);
+      mfk_parallel_for(pool, g->jbs * g->chunks * g->col_parts * g->row_tasks, compute_tasks, g);
+    }
+  }
+  if (g->k_chunks > 1) mfk_parallel_for(pool, g->M, add_chunks, g);
+  free(heap);
+}
+
+/* Products with few rows take gemm_small's path a term at a time; a term it
+ * cannot take (out of memory) goes through the packed path alone. */
+static void small_terms(const mfk_ukernel *uk, mfk_pool *pool, int64_t M, int64_t N, int n_terms,
+                        const mfk_gemm_term *t, float alpha, float beta, float *C, int64_t ldc) {
+  for (int i = 0; i < n_terms; i++, beta = 1.0f) {
+    if (t[i].k <= 0) {
+      scale_c(M, N, beta, C, ldc);
+      continue;
+    }
+    if (!mfk_gemm_small(pool, t[i].trans_a, t[i].trans_b, M, N, t[i].k, alpha, t[i].a, t[i].lda, t[i].b,
+                        t[i].ldb, beta, C, ldc)) {
+      gemm_job g = { .uk = uk, .terms = &t[i], .n_terms = 1, .M = M, .N = N, .K = t[i].k, .alpha = alpha,
+                     .beta = beta, .ldc = ldc, .C = C };
+      run_packed(&g, pool);
+    }
+  }
+}
+
+void mfk_gemm_terms_using(const mfk_ukernel *uk, mfk_pool *pool, int64_t M, int64_t N, int n_terms,
+                          const mfk_gemm_term *terms, float alpha, float beta, float *C, int64_t ldc) {
+  int64_t K = 0;
+  for (int t = 0; t < n_terms; t++) K += terms[t].k;
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.0f) {
     scale_c(M, N, beta, C, ldc);
     return;
   }
-  if (M <= MFK_SMALL_M &&
-      mfk_gemm_small(pool, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+  if (M <= MFK_SMALL_M) {
+    small_terms(uk, pool, M, N, n_terms, terms, alpha, beta, C, ldc);
     return;
-  gemm_job g = { .uk = uk, .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K,
-                 .alpha = alpha, .beta = beta, .A = A, .B = B, .lda = lda, .ldb = ldb, .ldc = ldc,
-                 .C = C };
-  int64_t tiles = mfk_ceil_div(M, uk->mr) * mfk_ceil_div(N, uk->nr);
-  /* the scratch copies of C take at most as much memory as the panels */
-  plan_k(&g, tiles < SPLIT_TILES ? mfk_min(mfk_ceil_div(K, CHUNK_K), 1 + PACK_FLOATS / (M * N)) : 1);
-  g.nc_max = mfk_min(NC_MAX / uk->nr, mfk_ceil_div(N, uk->nr)) * uk->nr;
-  int64_t k_blocks = g.chunk_blocks * g.k_chunks, panel_floats = g.kc_even * g.nc_max;
-  int64_t floats = mfk_min(PACK_FLOATS, mfk_ceil_div(N, g.nc_max) * k_blocks * panel_floats);
-  /* Kernels have no error path: without memory for the panels, do without
-   * chunks and pack one strip at a time on the stack. */
-  _Alignas(64) float one_strip[KC_MAX * NR_MAX];
-  float *heap = aligned_alloc(64, (size_t)(floats + (g.k_chunks - 1) * M * N) * sizeof(float));
-  g.bpack = heap ? heap : one_strip;
-  g.partial = heap ? heap + floats : NULL;
-  if (!heap) {
-    plan_k(&g, 1);
-    k_blocks = g.chunk_blocks;
-    g.nc_max = uk->nr, panel_floats = floats = g.kc_even * uk->nr;
   }
-  int64_t col_blocks = mfk_ceil_div(N, g.nc_max);
-  /* a group: every K block of as many column blocks as fit, or else as many
-   * K blocks of one column block */
-  int64_t kbs = mfk_min(k_blocks, floats / panel_floats);
-  int64_t jbs = kbs == k_blocks ? mfk_min(col_blocks, floats / (k_blocks * panel_floats)) : 1;
-  plan_tasks(&g, mfk_pool_size(pool), jbs, mfk_min(g.k_chunks, mfk_ceil_div(kbs, g.chunk_blocks)));
-  for (g.jb0 = 0; g.jb0 < col_blocks; g.jb0 += jbs) {
-    g.jbs = mfk_min(jbs, col_blocks - g.jb0);
-    for (g.kb0 = 0; g.kb0 < k_blocks; g.kb0 += kbs) {
-      g.kbs = mfk_min(kbs, k_blocks - g.kb0);
-      g.c0 = g.kb0 / g.chunk_blocks;
-      g.chunks = (g.kb0 + g.kbs - 1) / g.chunk_blocks - g.c0 + 1;
-      mfk_parallel_for(pool, g.jbs * g.kbs * (g.nc_max / uk->nr), pack_b_strips, &g);
-      mfk_parallel_for(pool, g.jbs * g.chunks * g.col_parts * g.row_tasks, compute_tasks, &g);
-    }
-  }
-  if (g.k_chunks > 1) mfk_parallel_for(pool, M, add_chunks, &g);
-  free(heap);
+  gemm_job g = { .uk = uk, .terms = terms, .n_terms = n_terms, .M = M, .N = N, .K = K, .alpha = alpha,
+                 .beta = beta, .ldc = ldc, .C = C };
+  run_packed(&g, pool);
+}
+
+void mfk_gemm_terms(mfk_pool *pool, int64_t M, int64_t N, int n_terms, const mfk_gemm_term *terms,
+                    float alpha, float beta, float *C, int64_t ldc) {
+  mfk_gemm_terms_using(mfk_gemm_best_ukernel(), pool, M, N, n_terms, terms, alpha, beta, C, ldc);
 }
 
 void mfk_gemm(mfk_pool *pool, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
               float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
               float *C, int64_t ldc) {
-  mfk_gemm_using(mfk_gemm_best_ukernel(), pool, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  mfk_gemm_term t = { .a = A, .b = B, .k = K, .lda = lda, .ldb = ldb, .trans_a = trans_a, .trans_b = trans_b };
+  mfk_gemm_terms(pool, M, N, 1, &t, alpha, beta, C, ldc);
 }

@@ -52,9 +52,8 @@ int mfk_gemm_small(mfk_pool *pool, int trans_a, int trans_b, int64_t M, int64_t 
                    float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
                    float beta, float *C, int64_t ldc);
 
-/* mfk_gemm with a given micro-kernel (tests and benchmarks compare them). */
-void mfk_gemm_using(const mfk_ukernel *uk, mfk_pool *pool, int trans_a, int trans_b, int64_t M,
-                    int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
-                    int64_t ldb, float beta, float *C, int64_t ldc);
+/* mfk_gemm_terms with a given micro-kernel (tests compare them). */
+void mfk_gemm_terms_using(const mfk_ukernel *uk, mfk_pool *pool, int64_t M, int64_t N, int n_terms,
+                          const mfk_gemm_term *terms, float alpha, float beta, float *C, int64_t ldc);
 
 #endif

@@ -41,6 +41,17 @@ void mfk_parallel_for(mfk_pool *pool, int64_t n, mfk_range_fn fn, void *ctx);
 void mfk_gemm(mfk_pool *pool, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
               float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
               float beta, float *C, int64_t ldc);
+/* C[M,N] = alpha * sum_t op(A_t) * op(B_t) + beta * C over n_terms terms of
+ * depth k >= 0 each, summed as one product over their K ranges laid end to
+ * end (term 0 first): a LoRA adapter's up-projection joins its base weight's
+ * product, and input gradients from several weights meet in one C. */
+typedef struct mfk_gemm_term {
+  const float *a, *b;
+  int64_t k, lda, ldb;
+  int trans_a, trans_b;
+} mfk_gemm_term;
+void mfk_gemm_terms(mfk_pool *pool, int64_t M, int64_t N, int n_terms, const mfk_gemm_term *terms,
+                    float alpha, float beta, float *C, int64_t ldc);
 /* The instruction set the GEMM dispatched to: "avx512", "avx2" or "generic". */
 const char *mfk_gemm_isa(void);
 
@@ -124,25 +135,43 @@ void mfk_embedding_bwd(mfk_pool *pool, float *dtable, const float *dout, const i
                        int64_t n, int64_t d);
 
 /* ---- products with a low-rank factor (LoRA adapters) ----
- * X [rows, n] is the big operand, r the small rank. keep, where not NULL, is
- * a dropout mask over X (bit i * n + c for X[i, c], as mfk_dropout_mask
- * draws it): masked-out elements count as zero. Each reads X once; the
- * thread count never changes the bits. */
-/* out[i, j] = alpha * sum_c keep(X)[i, c] V[j, c]: V [r, n], out [rows, r]. */
-void mfk_lowrank_down(mfk_pool *pool, float *out, const float *X, const uint64_t *keep, const float *V,
-                      int64_t rows, int64_t n, int64_t r, float alpha);
-/* Y[i, c] += alpha * sum_j H[i, j] V[j, c], only where keep has (i, c):
- * H [rows, r], V [r, n], Y [rows, n]. */
-void mfk_lowrank_up(mfk_pool *pool, float *Y, const float *H, const float *V, const uint64_t *keep,
-                    int64_t rows, int64_t n, int64_t r, float alpha);
-/* G(j, c) += alpha * sum_i H[i, j] keep(X)[i, c], summed in row order, with
- * G(j, c) at G[j * g_j + c * g_c]: H [rows, r]. */
-void mfk_lowrank_grad(mfk_pool *pool, float *G, int64_t g_j, int64_t g_c, const float *H, const float *X,
-                      const uint64_t *keep, int64_t rows, int64_t n, int64_t r, float alpha);
+ * X [rows, n] (Y for up) is the big operand, r the small rank, V [r, n] and
+ * H [rows, r] the factors. keep, where not NULL, is a dropout mask (bit
+ * i * n + c for element [i, c], as mfk_dropout_mask draws it): masked-out
+ * elements count as zero. Adapters that share the big operand come as
+ * terms of one call, which reads it once; each term gets the bits it would
+ * get alone, and the thread count never changes the bits. */
+/* One adapter's part in a low-rank product whose big operand several
+ * adapters share (LoRA's q, k and v read one input). */
+typedef struct mfk_lowrank_term {
+  float *out;            /* down: [rows, r]; grad: G, laid out as g_j, g_c say */
+  const float *h;        /* up and grad: H [rows, r] */
+  const float *v;        /* down and up: V [r, n] */
+  const uint64_t *keep;  /* dropout mask of X (down, grad) or of the product (up), or NULL */
+  float alpha;
+} mfk_lowrank_term;
+/* t[k].out[i, j] = t[k].alpha * sum_c keep_k(X)[i, c] t[k].v[j, c], for each of n_terms terms. */
+void mfk_lowrank_down_terms(mfk_pool *pool, int n_terms, const mfk_lowrank_term *t, const float *X,
+                            int64_t rows, int64_t n, int64_t r);
+/* Y[i, c] += keep_k(t[k].alpha * sum_j t[k].h[i, j] t[k].v[j, c]) for k = 0, 1, ... in that order. */
+void mfk_lowrank_up_terms(mfk_pool *pool, float *Y, int n_terms, const mfk_lowrank_term *t,
+                          int64_t rows, int64_t n, int64_t r);
+/* G_k(j, c) += t[k].alpha * sum_i t[k].h[i, j] keep_k(X)[i, c] (row order), G_k(j, c) at
+ * t[k].out[j * g_j + c * g_c]. */
+void mfk_lowrank_grad_terms(mfk_pool *pool, int n_terms, const mfk_lowrank_term *t, int64_t g_j, int64_t g_c,
+                            const float *X, int64_t rows, int64_t n, int64_t r);
+/* In one pass over Y [rows, n]: D[i, j] = alpha_d * sum_c Y[i, c] V[j, c] (D [rows, r], V [r, n]) and
+ * G(j, c) += alpha_g * sum_i H[i, j] Y[i, c] (H [rows, r], G(j, c) at G[j * g_j + c * g_c]). D has
+ * down's bits; G's sum may run over chunks of rows added in order, chunks that depend on the shape
+ * alone. */
+void mfk_lowrank_down_grad(mfk_pool *pool, float *D, const float *V, float alpha_d, float *G, int64_t g_j,
+                           int64_t g_c, const float *H, float alpha_g, const float *Y, int64_t rows, int64_t n,
+                           int64_t r);
 
 /* ---- elementwise and reductions ---- */
 void mfk_add(mfk_pool *pool, float *y, const float *a, const float *b, int64_t n); /* y = a + b */
 void mfk_axpy(mfk_pool *pool, float *y, float alpha, const float *x, int64_t n);  /* y += alpha*x */
+void mfk_copy(mfk_pool *pool, float *y, const float *x, int64_t n);               /* y = x */
 void mfk_scale(mfk_pool *pool, float *x, float alpha, int64_t n);                /* x *= alpha */
 /* Counter-based random numbers: mfk_rng_at(key, i) is draw i of the stream
  * key (the engine's mf_rng_at). Two rounds of splitmix64's finalizer, the
@@ -156,7 +185,7 @@ static inline uint64_t mfk_mix64(uint64_t z) {
 static inline uint64_t mfk_rng_at(uint64_t key, uint64_t index) {
   return mfk_mix64(mfk_mix64(key + index * 0x9e3779b97f4a7c15ULL) ^ key);
 }
-/* A dropout mask of nwords 64-bit words (see mfk_lowrank_down): bit i of word
+/* A dropout mask of nwords 64-bit words (see mfk_lowrank_term): bit i of word
  * w is set (kept) when 16-bit field i % 4 (bits 16 f .. 16 f + 15 for field
  * f) of mfk_rng_at(key, 16 w + i / 4) is at least cut, which keeps an
  * element with probability 1 - cut / 2^16. */

@@ -286,6 +286,10 @@ static void test_elementwise(void) {
   mfk_bias_fwd(NULL, y, b, N, D);
   for (int i = 0; i < N * D; i++) want[i] += b[i % D];
   kt_close("bias fwd", y, want, N * D, 1e-6, 1e-6);
+  float *copy = malloc(N * D * 4);
+  mfk_copy(NULL, copy, y, N * D);
+  KT_CHECK(memcmp(copy, y, N * D * 4) == 0, "copy");
+  free(copy);
   float dbias[D];
   for (int j = 0; j < D; j++) colsum[j] = dbias[j] = a[j];
   mfk_bias_bwd(NULL, dbias, b, N, D);
