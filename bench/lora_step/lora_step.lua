@@ -1,7 +1,9 @@
 -- One side of bench/lora_step: LoRA fine-tuning steps (forward, backward,
 -- AdamW on the adapters) of a GGUF model dequantized to f32 and held in the
 -- precision `base`, on random tokens whose first half is a masked prompt.
--- Run by run.sh through `moonforge exec`; prints "key value" lines.
+-- Run by alternate.py through `moonforge exec`: after two warm-up steps it
+-- prints "ready", then runs one timed step per line it reads and answers
+-- "step SECONDS LOSS"; at the end of input it prints tokens_per_s over them.
 local mf = require "moonforge"
 local host = require "moonforge.host"
 
@@ -10,7 +12,7 @@ for _, a in ipairs(arg or {}) do
   local k, v = a:match("^(%w+)=(.*)$")
   if k then opt[k] = v end
 end
-local seq, batch, steps = tonumber(opt.seq), tonumber(opt.batch), tonumber(opt.steps)
+local seq, batch = tonumber(opt.seq), tonumber(opt.batch)
 
 local model = mf.model.load(opt.model, { keep_quantized = false })
 model:add_lora { r = 8, alpha = 16, dropout = 0.05, targets = "all-linear", seed = 1 }
@@ -44,11 +46,17 @@ local function step()
   return loss
 end
 
-step()  -- warm-up
-local t0 = host.clock()
-local loss
-for _ = 1, steps do loss = step() end
-local dt = host.clock() - t0
-print("loss", loss)
-print("tokens_per_s", steps * batch * seq / dt)
-print("adapter_params", #model:lora_params())
+step()  -- warm-up: buffers, adapter gradients, AdamW's moments
+step()
+print("ready")
+io.stdout:flush()
+local steps, total = 0, 0
+while io.read("*l") do
+  local t0 = host.clock()
+  local loss = step()
+  local dt = host.clock() - t0
+  steps, total = steps + 1, total + dt
+  print("step", dt, loss)
+  io.stdout:flush()
+end
+if steps > 0 then print("tokens_per_s", steps * batch * seq / total) end

@@ -2,12 +2,15 @@
 transformers + PEFT on the same GGUF model (transformers dequantizes it to
 f32, or to bf16 with --dtype bf16; PEFT keeps the adapters in f32), the
 same adapters (r 8, alpha 16, dropout 0.05, all linear layers), the same
-batch and AdamW on the adapters. Prints "key value" lines.
+batch and AdamW on the adapters. Speaks lora_step.lua's protocol: "ready"
+after two warm-up steps, then one timed step per line read, answered with
+"step SECONDS LOSS", and tokens_per_s over them at the end of input.
 
 Requires: pip install torch transformers peft gguf
 """
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -21,7 +24,6 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32")
     a = ap.parse_args()
@@ -55,13 +57,18 @@ def main():
         opt.zero_grad()
         return loss.item()
 
-    step()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
+    step()  # warm-up: torch's first steps run slower than the ones after
+    step()
+    print("ready", flush=True)
+    steps, total = 0, 0.0
+    for _ in sys.stdin:
+        t0 = time.perf_counter()
         loss = step()
-    dt = time.perf_counter() - t0
-    print("loss", loss)
-    print("tokens_per_s", a.steps * a.batch * a.seq / dt)
+        dt = time.perf_counter() - t0
+        steps, total = steps + 1, total + dt
+        print("step", dt, loss, flush=True)
+    if steps:
+        print("tokens_per_s", steps * a.batch * a.seq / total)
 
 
 if __name__ == "__main__":
