@@ -44,6 +44,7 @@ enum {
   UP_VECS = 4,          /* v16 columns of an up tile */
   GRAD_VECS = 2,        /* v16 columns of a grad tile: RB x 2 sums */
   BLOCK_FLOATS = 32768, /* X of a down or up block: 128 KiB, well inside L2 */
+  AHEAD_ROWS = 16,      /* grad: rows of X fetched ahead of the sums */
 };
 
 typedef struct lowrank_job {
@@ -226,7 +227,13 @@ MFK_INLINE void grad_tile(const lowrank_job *e, const mfk_lowrank_term *t, int64
   for (int j = 0; j < nj; j++)
     for (int u = 0; u < nvecs; u++) acc[j][u] = (v16){ 0 };
   int64_t i = i0;
-  for (; i + 2 <= i1; i += 2) grad_rows(e, t, acc, i, 2, c0, nvecs, count, j0, nj);
+  for (; i + 2 <= i1; i += 2) {
+    /* A column block's rows lie n floats apart, too far for the hardware
+     * prefetchers: without these, grad waited on memory for each row. */
+    for (int64_t a = i + AHEAD_ROWS; a < mfk_min(i + AHEAD_ROWS + 2, i1); a++)
+      for (int u = 0; u < nvecs; u++) __builtin_prefetch(e->x + a * e->n + c0 + 16 * u);
+    grad_rows(e, t, acc, i, 2, c0, nvecs, count, j0, nj);
+  }
   if (i < i1) grad_rows(e, t, acc, i, 1, c0, nvecs, count, j0, nj);
   for (int j = 0; j < nj; j++)
     for (int u = 0; u < nvecs; u++) {
