@@ -1,7 +1,7 @@
 -- One side of bench/lora_step: LoRA fine-tuning steps (forward, backward,
 -- AdamW on the adapters) of a GGUF model dequantized to f32 and held in the
 -- precision `base`, on random tokens whose first half is a masked prompt.
--- Run by alternate.py through `moonforge exec`: after two warm-up steps it
+-- Run by alternate.py through `moonforge exec`: after four warm-up steps it
 -- prints "ready", then runs one timed step per line it reads and answers
 -- "step SECONDS LOSS"; at the end of input it prints tokens_per_s over them.
 local mf = require "moonforge"
@@ -46,8 +46,7 @@ local function step()
   return loss
 end
 
-step()  -- warm-up: buffers, adapter gradients, AdamW's moments
-step()
+for _ = 1, 4 do step() end  -- warm-up, as long as PEFT's side needs
 print("ready")
 io.stdout:flush()
 local steps, total = 0, 0

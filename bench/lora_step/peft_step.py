@@ -3,7 +3,7 @@ transformers + PEFT on the same GGUF model (transformers dequantizes it to
 f32, or to bf16 with --dtype bf16; PEFT keeps the adapters in f32), the
 same adapters (r 8, alpha 16, dropout 0.05, all linear layers), the same
 batch and AdamW on the adapters. Speaks lora_step.lua's protocol: "ready"
-after two warm-up steps, then one timed step per line read, answered with
+after four warm-up steps, then one timed step per line read, answered with
 "step SECONDS LOSS", and tokens_per_s over them at the end of input.
 
 Requires: pip install torch transformers peft gguf
@@ -57,8 +57,8 @@ def main():
         opt.zero_grad()
         return loss.item()
 
-    step()  # warm-up: torch's first steps run slower than the ones after
-    step()
+    for _ in range(4):  # warm-up: torch's steps get faster over the first five or so
+        step()
     print("ready", flush=True)
     steps, total = 0, 0.0
     for _ in sys.stdin:

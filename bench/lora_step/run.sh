@@ -11,7 +11,7 @@
 # the second timed, so that both meet the same load on a shared machine.
 # Prints tokens/s (over each side's median timed step) and peak memory for
 # both and their ratios. Environment: THREADS (2), STEPS (5 timed steps a
-# side, after two warm-up steps), BASE (f32): the frozen base's precision
+# side, after four warm-up steps), BASE (f32): the frozen base's precision
 # in moonforge, f32, bf16, q8_0, q4_0 or q4_1; PEFT's base is bf16 when BASE
 # is bf16, else f32.
 set -euo pipefail
