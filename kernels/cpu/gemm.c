@@ -119,24 +119,26 @@ static float *panel(const gemm_job *g, int64_t jb, int64_t kb) {
   return g->bpack + ((jb - g->jb0) * g->kbs + kb - g->kb0) * g->kc_even * g->nc_max;
 }
 
-/* The portable packing of rows [i0, i0+rows) of op(A), K range [pc, pc+kc). */
-static void pack_a_portable(int mr, int trans, const float *a, int64_t lda, int64_t rows, int64_t kc,
-                            float *out) {
-  if (trans) {
+/* The portable packing of count rows of op(A), or columns of op(B), K range
+ * kc, into a K-major panel width floats wide, zero-padded: element (x, k)
+ * lies at src[k * ld + x] when k_major, else at src[x * ld + k]. */
+static void pack_portable(int width, int k_major, const float *src, int64_t ld, int64_t count, int64_t kc,
+                          float *out) {
+  if (k_major) {
     for (int64_t k = 0; k < kc; k++) {
-      const float *src = a + k * lda;
-      float *dst = out + k * mr;
-      for (int64_t i = 0; i < rows; i++) dst[i] = src[i];
-      for (int64_t i = rows; i < mr; i++) dst[i] = 0.0f;
+      const float *from = src + k * ld;
+      float *dst = out + k * width;
+      for (int64_t x = 0; x < count; x++) dst[x] = from[x];
+      for (int64_t x = count; x < width; x++) dst[x] = 0.0f;
     }
     return;
   }
-  for (int64_t i = 0; i < rows; i++) {
-    const float *src = a + i * lda;
-    for (int64_t k = 0; k < kc; k++) out[k * mr + i] = src[k];
+  for (int64_t x = 0; x < count; x++) {
+    const float *from = src + x * ld;
+    for (int64_t k = 0; k < kc; k++) out[k * width + x] = from[k];
   }
-  for (int64_t i = rows; i < mr; i++)
-    for (int64_t k = 0; k < kc; k++) out[k * mr + i] = 0.0f;
+  for (int64_t x = count; x < width; x++)
+    for (int64_t k = 0; k < kc; k++) out[k * width + x] = 0.0f;
 }
 
 /* The term that K range [*pc, *pc + kc) starts in; *pc becomes the
@@ -147,48 +149,22 @@ static const mfk_gemm_term *term_at(const gemm_job *g, int64_t *pc, int64_t kc) 
   return t;
 }
 
-/* Packs rows [i0, i0+rows) of the terms' op(A)s side by side, K range
- * [pc, pc+kc), zero-padded to MR rows. A panel is K-major, so a range that
+/* Packs rows [x0, x0+count) of the terms' op(A)s (of_b = 0) or columns of
+ * their op(B)s (of_b = 1), K range [pc, pc+kc) of the terms laid end to
+ * end, zero-padded to MR (NR) wide. A panel is K-major, so a range that
  * crosses from one term into the next is packed piece after piece. */
-static void pack_a(const gemm_job *g, int64_t i0, int64_t rows, int64_t pc, int64_t kc, float *out) {
+static void pack_terms(const gemm_job *g, int of_b, int64_t x0, int64_t count, int64_t pc, int64_t kc,
+                       float *out) {
+  const mfk_ukernel *uk = g->uk;
+  const int width = of_b ? uk->nr : uk->mr;
+  const mfk_pack_fn pack = of_b ? uk->pack_b : uk->pack_a;
   for (const mfk_gemm_term *t = term_at(g, &pc, kc); kc > 0; pc = 0, t++) {
-    int64_t part = mfk_min(kc, t->k - pc);
-    const float *a = t->trans_a ? t->a + pc * t->lda + i0 : t->a + i0 * t->lda + pc;
-    if (g->uk->pack_a) g->uk->pack_a(t->trans_a, a, t->lda, rows, part, out);
-    else pack_a_portable(g->uk->mr, t->trans_a, a, t->lda, rows, part, out);
-    out += part * g->uk->mr, kc -= part;
-  }
-}
-
-/* The portable packing of columns [j0, j0+cols) of op(B), K range [pc, pc+kc). */
-static void pack_b_portable(int nr, int trans, const float *b, int64_t ldb, int64_t cols, int64_t kc,
-                            float *out) {
-  if (!trans) {
-    for (int64_t k = 0; k < kc; k++) {
-      const float *src = b + k * ldb;
-      float *dst = out + k * nr;
-      for (int64_t j = 0; j < cols; j++) dst[j] = src[j];
-      for (int64_t j = cols; j < nr; j++) dst[j] = 0.0f;
-    }
-    return;
-  }
-  for (int64_t j = 0; j < cols; j++) {
-    const float *src = b + j * ldb;
-    for (int64_t k = 0; k < kc; k++) out[k * nr + j] = src[k];
-  }
-  for (int64_t j = cols; j < nr; j++)
-    for (int64_t k = 0; k < kc; k++) out[k * nr + j] = 0.0f;
-}
-
-/* Packs columns [j0, j0+cols) of the terms' op(B)s stacked, K range
- * [pc, pc+kc), zero-padded to NR columns, piece after piece like pack_a. */
-static void pack_b(const gemm_job *g, int64_t j0, int64_t cols, int64_t pc, int64_t kc, float *out) {
-  for (const mfk_gemm_term *t = term_at(g, &pc, kc); kc > 0; pc = 0, t++) {
-    int64_t part = mfk_min(kc, t->k - pc);
-    const float *b = t->trans_b ? t->b + j0 * t->ldb + pc : t->b + pc * t->ldb + j0;
-    if (g->uk->pack_b) g->uk->pack_b(t->trans_b, b, t->ldb, cols, part, out);
-    else pack_b_portable(g->uk->nr, t->trans_b, b, t->ldb, cols, part, out);
-    out += part * g->uk->nr, kc -= part;
+    int64_t part = mfk_min(kc, t->k - pc), ld = of_b ? t->ldb : t->lda;
+    int trans = of_b ? t->trans_b : t->trans_a, k_major = of_b ? !trans : trans;
+    const float *src = (of_b ? t->b : t->a) + (k_major ? pc * ld + x0 : x0 * ld + pc);
+    if (pack) pack(trans, src, ld, count, part, out);
+    else pack_portable(width, k_major, src, ld, count, part, out);
+    out += part * width, kc -= part;
   }
 }
 
@@ -200,7 +176,7 @@ static void pack_b_strips(void *arg, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; t++) {
     int64_t jb = g->jb0 + t / strips / g->kbs, kb = g->kb0 + t / strips % g->kbs, s = t % strips;
     int64_t j0 = jb * g->nc_max + s * nr, kc = block_depth(g, kb);
-    if (j0 < g->N) pack_b(g, j0, mfk_min(nr, g->N - j0), block_start(g, kb), kc, panel(g, jb, kb) + s * kc * nr);
+    if (j0 < g->N) pack_terms(g, 1, j0, mfk_min(nr, g->N - j0), block_start(g, kb), kc, panel(g, jb, kb) + s * kc * nr);
   }
 }
 
@@ -251,7 +227,7 @@ static void compute_tasks(void *arg, int64_t t0, int64_t t1) {
       float beta = kb > first ? 1.0f : chunk == 0 ? g->beta : 0.0f;
       for (int64_t is = is0; is < is1; is++) {
         int64_t i0 = is * mr, rows = mfk_min(mr, g->M - i0);
-        pack_a(g, i0, rows, block_start(g, kb), kc, apack);
+        pack_terms(g, 0, i0, rows, block_start(g, kb), kc, apack);
         for (int64_t s = s0; s < s1; s++) {
           int64_t j0 = jb * g->nc_max + s * nr;
           compute_tile(g, kc, beta, apack, bp + s * kc * nr, c + i0 * ldc + j0, ldc, rows,

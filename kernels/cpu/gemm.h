@@ -20,19 +20,17 @@ typedef void (*mfk_ukernel_fn)(int64_t kc, const float *a, const float *b, float
                                float alpha, float beta);
 
 /* Packs rows x kc of op(A) starting at a (a[i*lda + k], or a[k*lda + i]
- * when trans) into an MR x kc panel, rows < MR zero-padded. */
-typedef void (*mfk_pack_a_fn)(int trans, const float *a, int64_t lda, int64_t rows, int64_t kc, float *out);
-
-/* Packs cols x kc of op(B) starting at b (b[k*ldb + j], or b[j*ldb + k]
- * when trans) into a kc x NR panel, columns >= cols zero-padded. */
-typedef void (*mfk_pack_b_fn)(int trans, const float *b, int64_t ldb, int64_t cols, int64_t kc, float *out);
+ * when trans) into an MR x kc panel, rows < MR zero-padded; or, as pack_b,
+ * cols x kc of op(B) starting at b (b[k*ldb + j], or b[j*ldb + k] when
+ * trans) into a kc x NR panel, columns >= cols zero-padded. */
+typedef void (*mfk_pack_fn)(int trans, const float *src, int64_t ld, int64_t count, int64_t kc, float *out);
 
 typedef struct mfk_ukernel {
   const char *isa;
   int mr, nr;
   mfk_ukernel_fn run;
-  mfk_pack_a_fn pack_a;  /* NULL: the driver's portable packing */
-  mfk_pack_b_fn pack_b;  /* likewise */
+  mfk_pack_fn pack_a;  /* NULL: the driver's portable packing */
+  mfk_pack_fn pack_b;  /* likewise */
 } mfk_ukernel;
 
 extern const mfk_ukernel mfk_ukernel_generic;
